@@ -1,0 +1,53 @@
+// Shared helpers for the mcc_fast CUDA kernels: error checks, dtype codes, stream handles.
+// No torch headers: the Python wrappers pass device pointers, sizes, strides and the stream
+// as integers.
+#pragma once
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace mcc {
+
+// Element type codes shared with mcc_fast/cuda/_common.py (DTYPE_CODES).
+enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+
+inline void check_cuda(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string("mcc_fast CUDA error in ") + what + ": " +
+                             cudaGetErrorString(err));
+  }
+}
+
+inline cudaStream_t as_stream(std::intptr_t stream) {
+  return reinterpret_cast<cudaStream_t>(stream);
+}
+
+template <typename T> __device__ __forceinline__ float to_float(T v);
+template <> __device__ __forceinline__ float to_float<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+
+template <typename T> __device__ __forceinline__ T from_float(float v);
+template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16(v);
+}
+
+// Calls fn with a null pointer of the element type named by `dtype` (a dispatch helper).
+template <typename Fn>
+void dispatch_float_types(int dtype, Fn&& fn) {
+  switch (dtype) {
+    case kFloat32: fn(static_cast<float*>(nullptr)); break;
+    case kFloat16: fn(static_cast<__half*>(nullptr)); break;
+    case kBFloat16: fn(static_cast<__nv_bfloat16*>(nullptr)); break;
+    default: throw std::invalid_argument("mcc_fast: unsupported dtype code " + std::to_string(dtype));
+  }
+}
+
+}  // namespace mcc

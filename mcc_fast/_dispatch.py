@@ -1,0 +1,119 @@
+"""The one place that decides which backend runs an op: "cuda", "triton" or "torch".
+
+`backend=None` picks the fastest available for the inputs' device: CUDA tensors run on
+cuda, then triton, then torch; CPU tensors run on torch. Asking for a backend that cannot
+run the inputs raises a RuntimeError naming the reason. The torch backend is the plain
+PyTorch reference (the oracle in every test).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+import torch
+
+BACKENDS = ("cuda", "triton", "torch")
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """Whether a backend can run, and why not when it cannot."""
+
+    name: str
+    available: bool
+    reason: str
+
+
+def triton_interpreting() -> bool:
+    """True when TRITON_INTERPRET=1: Triton kernels then run on CPU tensors (for testing)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_import_error() -> str | None:
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken install
+        return f"triton is not importable ({type(exc).__name__}: {exc})"
+    return None
+
+
+def triton_status() -> BackendStatus:
+    err = _triton_import_error()
+    if err:
+        return BackendStatus("triton", False, err)
+    if torch.cuda.is_available():
+        return BackendStatus("triton", True, "CUDA GPU present")
+    if triton_interpreting():
+        return BackendStatus("triton", True, "TRITON_INTERPRET=1: interpreter on CPU tensors (slow, for tests)")
+    return BackendStatus("triton", False, "no CUDA GPU (set TRITON_INTERPRET=1 to run the kernels on CPU for testing)")
+
+
+def cuda_status() -> BackendStatus:
+    from .cuda import extension_error
+
+    err = extension_error()
+    if err:
+        return BackendStatus("cuda", False, err)
+    if not torch.cuda.is_available():
+        return BackendStatus("cuda", False, "the extension is built but torch sees no CUDA GPU")
+    return BackendStatus("cuda", True, "compiled extension mcc_fast._cuda loaded")
+
+
+def backends() -> dict[str, BackendStatus]:
+    """Report every backend: {"cuda": BackendStatus, "triton": ..., "torch": ...}."""
+    return {
+        "cuda": cuda_status(),
+        "triton": triton_status(),
+        "torch": BackendStatus("torch", True, "plain PyTorch reference, always available"),
+    }
+
+
+def _device_of(tensors) -> torch.device:
+    devices = {t.device for t in tensors if isinstance(t, torch.Tensor)}
+    if len(devices) > 1:
+        raise ValueError(f"all tensor arguments must be on one device, got {sorted(map(str, devices))}")
+    return devices.pop() if devices else torch.device("cpu")
+
+
+def resolve_backend(backend: str | None, *tensors, op: str, supported: tuple[str, ...] = BACKENDS) -> str:
+    """Choose the backend for `op` on `tensors` (all on one device); raise if it cannot run.
+
+    backend: None (auto), "torch", "triton" or "cuda".
+    supported: the backends this op implements.
+    """
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"{op}: backend must be None or one of {BACKENDS}, got {backend!r}")
+    device = _device_of(tensors)
+    if backend is None:
+        if device.type == "cuda":
+            for name in ("cuda", "triton"):
+                if name in supported and (cuda_status() if name == "cuda" else triton_status()).available:
+                    return name
+        return "torch"
+    if backend not in supported:
+        raise RuntimeError(f"{op}: backend {backend!r} is not implemented for this op (have {supported})")
+    if backend == "torch":
+        return backend
+    if backend == "cuda":
+        status = cuda_status()
+        if not status.available:
+            raise RuntimeError(f"{op}: the cuda backend is unavailable: {status.reason}")
+        if device.type != "cuda":
+            raise RuntimeError(f"{op}: the cuda backend needs CUDA tensors, got tensors on {device}")
+        return backend
+    status = triton_status()
+    if not status.available:
+        raise RuntimeError(f"{op}: the triton backend is unavailable: {status.reason}")
+    if device.type != "cuda" and not triton_interpreting():
+        raise RuntimeError(f"{op}: the triton backend needs CUDA tensors (or TRITON_INTERPRET=1), got {device}")
+    return backend
+
+
+def deterministic_requested(deterministic: bool | None) -> bool:
+    """An explicit flag wins; otherwise follow torch.use_deterministic_algorithms()."""
+    if deterministic is not None:
+        return bool(deterministic)
+    return torch.are_deterministic_algorithms_enabled()
