@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.harness` importable
-
 if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before any Triton kernel module is imported
+
+import mcc_fast  # noqa: E402,F401  (imported first: the installed package wins over the source tree)
+
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # `bench.harness` importable
 
 
 def pytest_addoption(parser):

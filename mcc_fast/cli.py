@@ -1,0 +1,67 @@
+"""The `mcc-fast` command (also `python -m mcc_fast`): one subcommand per module.
+
+Each subcommand module exposes `add_arguments(parser)` and `run(args) -> int`. Errors a user
+can fix (bad paths, bad arguments, no GPU) print one line and exit non-zero, no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+# name -> (module, help). Modules are imported only when their command runs (fast start-up).
+COMMANDS = {
+    "info": ("mcc_fast.commands.info", "version, backends available and why not, GPU, build flags"),
+    "animate": ("mcc_fast.commands.animate", "animate a portrait with a driving video"),
+    "demo": ("mcc_fast.commands.demo", "run the embedded demo model offline"),
+    "synth": ("mcc_fast.commands.synth", "write a synthetic talking-head dataset"),
+    "train": ("mcc_fast.commands.train", "train MCC on a folder of videos"),
+    "evaluate": ("mcc_fast.commands.evaluate", "evaluate a checkpoint on a test set"),
+}
+
+
+class CommandError(Exception):
+    """An error the user can fix: printed as one line, exit status 2."""
+
+
+def _available_commands() -> dict[str, tuple[str, str]]:
+    out = {}
+    for name, (module, help_text) in COMMANDS.items():
+        if importlib.util.find_spec(module) is not None:
+            out[name] = (module, help_text)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="mcc-fast", description="Fast MCC talking-head generation.")
+    parser.add_argument("--version", action="version", version=f"mcc_fast {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in _available_commands().items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("mcc-fast: interrupted", file=sys.stderr)
+        return 130
+    except (CommandError, FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
+        print(f"mcc-fast {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
