@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# One command for a GPU machine without network (torch, triton, pybind11, cmake, ninja
+# preinstalled; cupy optional): build the extension, run the GPU tests (and every kernel
+# test under compute-sanitizer), run the benchmarks, and write JSON + a markdown table of
+# ratios under bench/results/.
+#
+#   bash bench/gpu_check.sh [--quick] [--budget SECONDS] [--out DIR]
+#
+# --quick finishes within 8 minutes (GPU tests of the kernels, a reduced benchmark set).
+# --budget (default 1500 s, quick 460 s) is never overrun: each step gets what is left.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+budget=""
+out=bench/results
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --budget) budget="$2"; shift ;;
+    --out) out="$2"; shift ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ -n "$budget" ] || budget=$([ $quick = 1 ] && echo 460 || echo 1500)
+start=$(date +%s)
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$out"
+log="$out/gpu_check-$stamp.log"
+status_file="$out/gpu_check-$stamp.status"
+: > "$status_file"
+
+left() { echo $(( budget - ($(date +%s) - start) )); }
+
+step() {  # step NAME MIN_SECONDS CMD...: run CMD with what is left of the budget
+  local name=$1 need=$2; shift 2
+  local remaining; remaining=$(left)
+  if [ "$remaining" -lt "$need" ]; then
+    echo "== $name: SKIPPED (only ${remaining}s of the budget left)" | tee -a "$log"
+    echo "$name skipped-budget" >> "$status_file"
+    return 0
+  fi
+  echo "== $name (budget ${remaining}s): $*" | tee -a "$log"
+  timeout --kill-after=10 "$((remaining - 5))" "$@" 2>&1 | tee -a "$log"
+  local rc=${PIPESTATUS[0]}
+  echo "$name rc=$rc" >> "$status_file"
+  echo "== $name: rc=$rc" | tee -a "$log"
+}
+
+export PYTHONUNBUFFERED=1
+step build 120 python -m pip install --no-build-isolation --no-deps --no-index -e .
+step info 20 python -m mcc_fast info --json
+python - "$out/environment-$stamp.json" <<'PY'
+import json, subprocess, sys, datetime, platform
+import torch
+env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "python": platform.python_version(),
+       "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+       "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+try:
+    import triton; env["triton"] = triton.__version__
+except Exception as exc:
+    env["triton"] = repr(exc)
+try:
+    env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,name,memory.total", "--format=csv,noheader"],
+                                   capture_output=True, text=True).stdout.strip()
+except FileNotFoundError:
+    env["driver"] = None
+json.dump(env, open(sys.argv[1], "w"), indent=2)
+print(json.dumps(env))
+PY
+
+kernel_tests=$(ls tests/test_vq*.py tests/test_warp*.py tests/test_grid_sample*.py tests/test_dense_motion_ops*.py 2>/dev/null | tr '\n' ' ')
+if [ $quick = 1 ]; then
+  step gpu-tests 60 python -m pytest -q -m gpu $kernel_tests
+else
+  step tests 120 python -m pytest -q tests
+fi
+if command -v compute-sanitizer >/dev/null 2>&1 && [ -n "$kernel_tests" ]; then
+  step memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 1 python -m pytest -q -m gpu -x $kernel_tests
+  [ $quick = 1 ] || step racecheck 90 compute-sanitizer --tool racecheck --error-exitcode 1 python -m pytest -q -m gpu -x $kernel_tests
+fi
+bench_json="$out/bench-$stamp.json"
+if [ $quick = 1 ]; then
+  step bench 60 python -m pytest -q bench -k "not 1048576 and not large" --benchmark-min-rounds=5 --benchmark-json "$bench_json"
+else
+  step bench 60 python -m pytest -q bench --benchmark-json "$bench_json"
+fi
+[ -f "$bench_json" ] && python bench/summarize.py "$bench_json" --environment "$out/environment-$stamp.json" \
+  > "$out/RESULTS.md" && cat "$out/RESULTS.md"
+echo "gpu_check.sh: done in $(( $(date +%s) - start ))s; results in $out" | tee -a "$log"
+! grep -v -e "rc=0" -e "skipped-budget" "$status_file"

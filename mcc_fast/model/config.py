@@ -1,0 +1,80 @@
+"""The whole model's configuration: motion estimator + generator, kept consistent."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .generator.config import GeneratorConfig
+from .motion.config import MotionEstimatorConfig
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Configuration of `mcc_fast.Model`. The default is the paper's model (82.17M parameters)."""
+
+    motion: MotionEstimatorConfig = field(default_factory=MotionEstimatorConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+
+    def __post_init__(self) -> None:
+        m, g = self.motion, self.generator
+        pairs = [
+            ("image_size", m.image_size, g.image_size),
+            ("num_kp / num_keypoints", m.num_kp, g.num_keypoints),
+            ("num_channels / image_channels", m.num_channels, g.image_channels),
+            ("dense-motion size / flow_size", m.dm_size, g.flow_size),
+        ]
+        for what, a, b in pairs:
+            if a != b:
+                raise ValueError(f"ModelConfig: motion and generator disagree on {what}: {a} != {b}")
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square images the model takes and makes."""
+        return self.generator.image_size
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (tuples become lists)."""
+        return {"motion": dataclasses.asdict(self.motion), "generator": dataclasses.asdict(self.generator)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """Inverse of `to_dict`; unknown fields are a clear error."""
+        if not isinstance(data, dict) or set(data) - {"motion", "generator"}:
+            raise ValueError(f"ModelConfig.from_dict: expected keys 'motion' and 'generator', got {list(data)!r}")
+        parts = {}
+        for key, klass in (("motion", MotionEstimatorConfig), ("generator", GeneratorConfig)):
+            values = dict(data.get(key, {}))
+            names = {f.name for f in dataclasses.fields(klass)}
+            unknown = set(values) - names
+            if unknown:
+                raise ValueError(f"ModelConfig.from_dict: unknown {key} fields {sorted(unknown)}")
+            for name, value in values.items():
+                if isinstance(value, list):
+                    values[name] = tuple(value)
+            parts[key] = klass(**values)
+        return cls(**parts)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def small(cls, image_size: int = 64, num_kp: int = 10, width: int = 32) -> "ModelConfig":
+        """A narrow model for tests and demos (image_size 64 or 128)."""
+        generator = GeneratorConfig(
+            image_size=image_size, base_channels=width, channel_multipliers=(1, 2, 2) if image_size <= 64 else (1, 2, 2, 4),
+            num_keypoints=num_kp, motion_codebook_size=96, motion_dim=16, appearance_codebook_size=96,
+            appearance_dim=32, num_heads=4, updater_width=16, norm_groups=8,
+        )
+        scale = generator.flow_size / image_size  # the motion estimator works at the flow size
+        motion = MotionEstimatorConfig(
+            num_kp=num_kp, image_size=image_size,
+            kp_block_expansion=8, kp_max_features=64, kp_num_blocks=3, kp_scale_factor=scale,
+            dm_block_expansion=8, dm_max_features=64, dm_num_blocks=3, dm_scale_factor=scale,
+        )
+        return cls(motion=motion, generator=generator)

@@ -1,0 +1,131 @@
+"""`mcc_fast.Model`: motion estimator + generator, the whole MCC model.
+
+Data flow: keypoints (source, driving) -> dense motion (flow, occlusion, heatmaps) -> per
+scale (motion compensation -> warp -> appearance compensation -> fusion) -> frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .generator.generator import Generator
+from .generator.outputs import GeneratorOutput
+from .motion.motion_estimator import MotionEstimate, MotionEstimator
+
+
+@dataclass
+class ModelOutput:
+    """Everything `Model(..., return_all=True)` computes.
+
+    frame: (B, 3, S, S) float, no output activation (clamp to [-1, 1] for pixels).
+    motion: the motion estimator's output (keypoints, jacobians, dense flow, mask, occlusion).
+    generator: per-scale flows/occlusions/token masks; `generator.training` holds the VQ
+        losses, code indices, motion reconstructions and the low-resolution frame when a
+        ground-truth driving frame was given (`training=True`).
+    """
+
+    frame: torch.Tensor
+    motion: MotionEstimate
+    generator: GeneratorOutput
+
+
+class Model(nn.Module):
+    """The MCC talking-head model.
+
+    `model(source, driving)` -> frame (B, 3, S, S): `source` moved by the motion of `driving`
+    (absolute keypoints, a batch of pairs; images (B, 3, S, S) in [-1, 1]).
+    `model(source, driving, return_all=True)` -> ModelOutput; with `training=True` also the
+    training outputs (VQ losses, indices, motion reconstructions, low-res frame).
+    """
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = ModelConfig() if config is None else config
+        self.motion_estimator = MotionEstimator(self.config.motion)
+        self.generator = Generator(self.config.generator)
+
+    def forward(self, source: torch.Tensor, driving: torch.Tensor, *, return_all: bool = False,
+                training: bool = False) -> torch.Tensor | ModelOutput:
+        """See the class docstring. source, driving: (B, 3, S, S) float in [-1, 1]."""
+        if training and not return_all:
+            raise ValueError("training=True returns the training outputs: pass return_all=True too")
+        motion = self.motion_estimator(driving, source)
+        result = self.generator(source, motion, return_all=return_all, driving=driving if training else None)
+        if not return_all:
+            return result
+        return ModelOutput(frame=result.frame, motion=motion, generator=result)
+
+    # ---- sizes and costs -----------------------------------------------------------------
+
+    def num_parameters(self) -> dict[str, int]:
+        """Parameter counts per component (the rows of the paper's Table 3/6)."""
+        def count(module: nn.Module) -> int:
+            return sum(p.numel() for p in module.parameters())
+
+        me = self.motion_estimator
+        return {
+            "keypoint_detector": count(me.keypoint_detector),
+            "dense_motion": count(me.dense_motion_net),
+            "motion_estimator": count(me),
+            "generator": count(self.generator),
+            "total": count(self),
+        }
+
+    def flops(self, batch: int = 1) -> dict[str, int]:
+        """FLOPs of one forward at `batch` (2 x MAC, torch.utils.flop_counter), per network."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        param = next(self.parameters())
+        size = self.config.image_size
+        source = torch.zeros(batch, 3, size, size, device=param.device, dtype=param.dtype)
+        driving = torch.zeros_like(source)
+        was_training = self.training
+        requires_grad = [p.requires_grad for p in self.parameters()]
+        self.eval()
+        self.requires_grad_(False)  # FlopCounterMode's module hooks need no autograd graph
+        try:
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                motion = self.motion_estimator(driving, source)
+            motion_flops = counter.get_total_flops()
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                self.generator(source, motion)
+            generator_flops = counter.get_total_flops()
+        finally:
+            self.train(was_training)
+            for p, flag in zip(self.parameters(), requires_grad):
+                p.requires_grad_(flag)
+        return {"motion_estimator": motion_flops, "generator": generator_flops,
+                "total": motion_flops + generator_flops}
+
+    # ---- checkpoints -----------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | Any, device: str | torch.device | None = None,
+                        dtype: torch.dtype | None = None) -> "Model":
+        """Load our format (a .safetensors file or a folder holding model.safetensors) or the
+        authors' checkpoint pair (a folder, or a (generator, motion_estimator) pair of paths).
+
+        Returns the model in eval mode on `device` (default: CUDA when available, else CPU),
+        cast to `dtype` when given.
+        """
+        from .checkpoint import load_model
+
+        model = load_model(cls, path)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = model.to(device=device)
+        if dtype is not None:
+            model = model.to(dtype=dtype)
+        return model.eval()
+
+    def save_pretrained(self, path: str | Path, *, dtype: torch.dtype | None = None) -> Path:
+        """Write weights + config to `path` (a .safetensors file, or a folder -> model.safetensors),
+        atomically. `dtype` (e.g. torch.float16) casts floating weights on the way out."""
+        from .checkpoint import save_model
+
+        return save_model(self, path, dtype=dtype)
