@@ -1,0 +1,106 @@
+"""``mcc-fast synth``: write a synthetic talking-head dataset (see ``mcc_fast.training.synth``).
+
+The lead's ``mcc-fast`` command wires :func:`add_synth_arguments` and :func:`run_synth`
+into a sub-command; :func:`main` runs it stand-alone (``python -m mcc_fast.training.synth_cli``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+__all__ = ["add_synth_arguments", "run_synth", "main"]
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``synth`` options to ``parser`` (returns it)."""
+    parser.add_argument("--out", required=True, help="output folder (FOMM layout: train/, test/, meta/, synth.json)")
+    parser.add_argument("--videos", type=_int_at_least(1), default=200, help="number of videos (default 200)")
+    parser.add_argument("--frames", type=_int_at_least(1), default=64, help="frames per video (default 64)")
+    parser.add_argument("--size", type=_int_at_least(16), default=128, help="frame size in pixels (default 128)")
+    parser.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (default 0)")
+    parser.add_argument("--format", choices=("mp4", "png"), default="mp4",
+                        help="mp4 files or folders of png frames (default mp4)")
+    parser.add_argument("--test-fraction", type=_fraction, default=0.1,
+                        help="fraction of videos in test/, with unseen identities (default 0.1)")
+    parser.add_argument("--videos-per-identity", type=_int_at_least(1), default=2,
+                        help="clips per synthetic person, named id#clip (default 2)")
+    parser.add_argument("--fps", type=_positive_float, default=25.0, help="frame rate (default 25)")
+    parser.add_argument("--workers", type=_int_at_least(0), default=0,
+                        help="rendering processes, 0 = one per core; the output does not depend on it (default 0)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
+    parser.add_argument("--quiet", action="store_true", help="print only errors")
+    return parser
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    """Run ``synth`` with parsed arguments; prints a summary and returns 0 (1 on a
+    usage error, with the message on stderr)."""
+    from .synth import write_dataset
+
+    def progress(done: int, total: int) -> None:
+        if not args.quiet and (done == total or done % max(1, total // 10) == 0):
+            print(f"synth: {done}/{total} videos", file=sys.stderr, flush=True)
+
+    try:
+        summary = write_dataset(
+            args.out, videos=args.videos, frames=args.frames, size=args.size, seed=args.seed, format=args.format,
+            test_fraction=args.test_fraction, videos_per_identity=args.videos_per_identity, fps=args.fps,
+            workers=args.workers, overwrite=args.overwrite, progress=progress,
+        )
+    except (ValueError, FileExistsError, NotADirectoryError) as exc:
+        print(f"mcc-fast synth: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        secs = summary["seconds"]
+        frames = summary["videos"] * summary["frames"]
+        print(f"wrote {summary['num_train']} train + {summary['num_test']} test videos "
+              f"({summary['frames']} frames, {summary['size']}x{summary['size']}, {summary['format']}) "
+              f"to {args.out} in {secs:.1f} s ({frames / max(secs, 1e-9):.0f} frames/s)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry: ``mcc-fast synth --out DIR [--videos N --frames F --size S
+    --seed K --format mp4|png ...]``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="mcc-fast synth", description="Write a synthetic talking-head dataset.")
+    add_synth_arguments(parser)
+    return run_synth(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
