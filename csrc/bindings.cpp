@@ -4,10 +4,10 @@
 #include <cuda_runtime.h>
 
 #include "common.h"
-#include "vq_search.h"
 
 namespace py = pybind11;
 
+void register_vq(py::module_& m);            // vq_bindings.cpp
 void register_warp(py::module_& m);          // warp_bindings.cpp
 void register_dense_motion(py::module_& m);  // dense_motion_bindings.cpp
 
@@ -20,11 +20,7 @@ PYBIND11_MODULE(_cuda, m) {
     if (err != cudaSuccess) { cudaGetLastError(); return 0; }
     return count;
   }, "Number of CUDA devices visible to the statically linked runtime (0 when none).");
-  m.def("nearest_code_forward", &mcc::nearest_code_forward, py::arg("z"), py::arg("z_stride_n"),
-        py::arg("z_stride_d"), py::arg("codebook"), py::arg("cb_stride_k"), py::arg("cb_stride_d"),
-        py::arg("n"), py::arg("d"), py::arg("start"), py::arg("num"), py::arg("dtype"),
-        py::arg("indices_out"), py::arg("distances_out"), py::arg("stream"),
-        py::call_guard<py::gil_scoped_release>());
+  register_vq(m);
   register_warp(m);
   register_dense_motion(m);
 }

@@ -41,6 +41,11 @@ class Model(nn.Module):
     (absolute keypoints, a batch of pairs; images (B, 3, S, S) in [-1, 1]).
     `model(source, driving, return_all=True)` -> ModelOutput; with `training=True` also the
     training outputs (VQ losses, indices, motion reconstructions, low-res frame).
+
+    Fast path: `model.fast()` returns the FastModel over these weights (mcc_fast.fast: source
+    caching, fused ops, SDPA, channels-last, CUDA graphs); with `model.fast_path = True`
+    (the default of `from_pretrained` on CUDA) the plain `model(source, driving)` call in eval
+    mode runs through it. The reference path stays the oracle (return_all, training).
     """
 
     def __init__(self, config: ModelConfig | None = None) -> None:
@@ -48,17 +53,48 @@ class Model(nn.Module):
         self.config = ModelConfig() if config is None else config
         self.motion_estimator = MotionEstimator(self.config.motion)
         self.generator = Generator(self.config.generator)
+        self.fast_path = False  # route eval-mode model(source, driving) through self.fast()
 
     def forward(self, source: torch.Tensor, driving: torch.Tensor, *, return_all: bool = False,
                 training: bool = False) -> torch.Tensor | ModelOutput:
         """See the class docstring. source, driving: (B, 3, S, S) float in [-1, 1]."""
         if training and not return_all:
             raise ValueError("training=True returns the training outputs: pass return_all=True too")
+        if getattr(self, "fast_path", False) and not self.training and not return_all:
+            return self.fast()(source, driving)
         motion = self.motion_estimator(driving, source)
         result = self.generator(source, motion, return_all=return_all, driving=driving if training else None)
         if not return_all:
             return result
         return ModelOutput(frame=result.frame, motion=motion, generator=result)
+
+    def animate(self, source: Any, driving: Any, *, relative: bool = True, adapt_scale: bool = True,
+                batch_size: int = 8, **options: Any):
+        """Animate one source image with a driving video: an iterator of output frames
+        (uint8 (S, S, 3) arrays; float (3, S, S) tensors with output="tensor").
+
+        FOMM relative motion with the convex-hull scale by default; inputs as arrays, PIL
+        images, tensors or paths; options reference, output, side_by_side, crop, source_crop,
+        strict, note: see `mcc_fast.inference.animate`.
+        """
+        from ..inference.animator import animate
+
+        return animate(self, source, driving, relative=relative, adapt_scale=adapt_scale,
+                       batch_size=batch_size, **options)
+
+    def fast(self, *, dtype: torch.dtype | None = None, channels_last: bool = True,
+             pad_head_dim: int | None = None, backend: str | None = None) -> Any:
+        """The fast inference path over this model's weights (a `mcc_fast.fast.FastModel`,
+        built once per set of options and kept; it follows weight updates). See FastModel for
+        the options (dtype: compute dtype, default the model's; e.g. torch.bfloat16 on CUDA)."""
+        from ..fast import FastModel
+
+        key = (dtype, channels_last, pad_head_dim, backend)
+        built = self.__dict__.setdefault("_fast_paths", {})
+        if built.get(key) is None:  # (copies and unpickled models hold None: rebuilt here)
+            built[key] = FastModel(self, dtype=dtype, channels_last=channels_last, pad_head_dim=pad_head_dim,
+                                   backend=backend)
+        return built[key]
 
     # ---- sizes and costs -----------------------------------------------------------------
 
@@ -106,12 +142,13 @@ class Model(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path | Any, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None) -> "Model":
+                        dtype: torch.dtype | None = None, fast: bool | None = None) -> "Model":
         """Load our format (a .safetensors file or a folder holding model.safetensors) or the
         authors' checkpoint pair (a folder, or a (generator, motion_estimator) pair of paths).
 
         Returns the model in eval mode on `device` (default: CUDA when available, else CPU),
-        cast to `dtype` when given.
+        cast to `dtype` when given. `fast`: route `model(source, driving)` through the fast
+        path (`model.fast_path`); default True on CUDA, False on CPU.
         """
         from .checkpoint import load_model
 
@@ -121,6 +158,7 @@ class Model(nn.Module):
         model = model.to(device=device)
         if dtype is not None:
             model = model.to(dtype=dtype)
+        model.fast_path = torch.device(device).type == "cuda" if fast is None else bool(fast)
         return model.eval()
 
     def save_pretrained(self, path: str | Path, *, dtype: torch.dtype | None = None) -> Path:

@@ -1,64 +1,284 @@
-"""Nearest-code search over codebook prefixes (public op, dispatched to torch/triton/cuda)."""
+"""Nearest-code search and vector quantisation (public ops, dispatched to torch/triton/cuda).
+
+`nearest_code` finds, for every row of z, the nearest row of a block of codebook rows;
+`quantize` is the official VQ layer on top of it (straight-through z_q, the VQ loss, its
+gradients to z and to the codebook, perplexity and code usage); `quantize_multiscale`
+runs several of them (one per scale: different inputs, one codebook, different row
+ranges) in one launch.
+
+Numerics (all backends)
+-----------------------
+- Distances accumulate in float32 (float64 inputs, torch backend only: float64). z and the
+  codebook are promoted to a common dtype first (bfloat16 z with a float32 codebook: both
+  float32), through autograd.
+- Ties (equal distances, e.g. duplicate codebook rows) go to the lowest index.
+- Near-ties (triton backend): candidates come from |e|^2 - 2 z.e on tensor cores (fp32
+  inputs: TF32 with `precision="tf32"`, the default; 3xTF32 with "tf32x3"; plain fp32 FMA
+  with "ieee"; fp16/bf16 inputs: exact products, fp32 accumulation). The two best
+  candidates are then re-ranked by the exact fp32 difference d(z,e1) - d(z,e2) =
+  sum (e1 - e2)(e1 + e2 - 2z), which has no |z|^2 cancellation. Guaranteed: the result is
+  the exact-fp32 argmin whenever the true nearest code is among the two best approximate
+  candidates, which holds unless a third code lies within 2*tau of it, where tau bounds the
+  approximate distance error: at most 2^-8 |z||e| for TF32 (operands keep 10 mantissa
+  bits; typical errors are far smaller), about 2^-18 |z||e| for 3xTF32, and about
+  d * 2^-24 |z||e| (accumulation only) for fp16/bf16 and "ieee". Codes that close are
+  equally good to within that tolerance; a far-off wrong code is never returned. The cuda
+  backend computes the dot products with fp32 FMA (no tensor cores) and re-ranks the same
+  way. The torch reference uses the official expanded formula, so at near-ties the
+  backends may pick different (equally near, within the tolerances above) codes.
+- Reported distances are the direct fp32 sum (z - e)^2 of the chosen code: never
+  negative (+inf if it overflows float32).
+
+Non-finite input
+----------------
+- A row of z containing NaN or +-Inf gets index -1 and distance NaN; in `quantize` its z_q
+  row is NaN, the loss is NaN, it counts toward no code (perplexity and usage use the
+  remaining rows over all N), its z gradient is NaN when the loss gradient is nonzero, and
+  it adds nothing to the codebook gradient. A finite wrong index is never returned.
+- Codebook rows containing NaN or +-Inf are never chosen; if no searched row is finite
+  every index is -1.
+- The search is valid while |z| |e| stays below about 1e37 (float32 range); a row whose
+  distances to every code overflow float32 gets index -1 and distance NaN as well.
+
+Determinism
+-----------
+The forward is deterministic. The codebook gradient is an index-add: with
+`deterministic=True`, or `torch.use_deterministic_algorithms(True)` when
+`deterministic=None`, it is a sorted segment sum and bitwise reproducible run to run;
+otherwise float atomics (faster; summation order varies). The z gradient is always
+deterministic.
+"""
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 
-from .._dispatch import resolve_backend
+from .._dispatch import deterministic_requested, resolve_backend
 from ..reference import vq as reference
+from ..reference.vq import Quantized, VQStats
 from ._checks import check_same_device, check_tensor
 
+__all__ = ["Quantized", "VQStats", "nearest_code", "quantize", "quantize_multiscale", "PRECISIONS"]
 
-def _run_kernel(z: torch.Tensor, codebook: torch.Tensor, start: int, num: int, backend: str):
+PRECISIONS = ("tf32", "tf32x3", "ieee")
+MAX_SEGMENTS = 4  # searches per launch (kernels/vq_search.py)
+
+
+def _impl(backend: str):
+    """The kernel module of a backend: search(...) and backward(...)."""
     if backend == "cuda":
         from ..cuda import vq as cuda_vq
 
-        return cuda_vq.nearest_code(z, codebook, start, num)
+        return cuda_vq
     from ..kernels import vq_search
 
-    return vq_search.nearest_code(z, codebook, start, num)
+    return vq_search
 
 
-@torch.library.custom_op("mcc_fast::nearest_code", mutates_args=())
-def _nearest_code_op(z: torch.Tensor, codebook: torch.Tensor, start: int, num: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return _run_kernel(z.contiguous(), codebook.contiguous(), start, num, backend)
+def _grad_impl(backend: str):
+    if backend == "cuda":
+        from ..cuda import vq as cuda_vq
+
+        return cuda_vq
+    from ..kernels import vq_codebook_grad
+
+    return vq_codebook_grad
 
 
-@_nearest_code_op.register_fake
-def _(z, codebook, start, num, backend):
-    n = z.shape[0]
-    return z.new_empty(n, dtype=torch.int64), z.new_empty(n, dtype=torch.float32)
-
-
-def _check_search_args(z, codebook, num_codes, start) -> int:
-    check_tensor(z, "z", ndim=2)
-    check_tensor(codebook, "codebook", ndim=2)
-    check_same_device(z=z, codebook=codebook)
-    if z.shape[1] != codebook.shape[1]:
-        raise ValueError(f"z has d={z.shape[1]} but codebook has d={codebook.shape[1]}; they must match")
-    k = codebook.shape[0]
-    if not isinstance(start, int) or not 0 <= start < max(k, 1):
-        raise ValueError(f"start must be an int in [0, {k}), got {start!r}")
+def _check_range(k: int, num_codes, start, name_num: str = "num_codes", name_start: str = "start") -> int:
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < k:
+        raise ValueError(f"{name_start} must be an int in [0, {k}) (the codebook has {k} rows), got {start!r}")
     num = k - start if num_codes is None else num_codes
-    if not isinstance(num, int) or num < 1 or start + num > k:
-        raise ValueError(f"num_codes must be an int in [1, {k - start}] (codebook has {k} rows, start={start}), got {num_codes!r}")
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1 or start + num > k:
+        raise ValueError(f"{name_num} must be an int in [1, {k - start}] (codebook has {k} rows, "
+                         f"{name_start}={start}), got {num_codes!r}")
     return num
 
 
+def _check_codebook(codebook) -> None:
+    check_tensor(codebook, "codebook", ndim=2)
+    if codebook.shape[0] < 1 or codebook.shape[1] < 1:
+        raise ValueError(f"codebook must have at least one row and one column, got shape {tuple(codebook.shape)}")
+
+
+def _check_z(z, codebook, name: str, *, ndim=None) -> None:
+    check_tensor(z, name, ndim=ndim)
+    if z.dim() < 1:
+        raise ValueError(f"{name} must have at least 1 dimension (..., d), got a 0-d tensor")
+    check_same_device(**{name: z, "codebook": codebook})
+    if z.shape[-1] != codebook.shape[1]:
+        raise ValueError(f"{name} has d={z.shape[-1]} (its last dimension) but codebook has d={codebook.shape[1]}; "
+                         "they must match")
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def _choose(backend, *tensors, op: str) -> str:
+    dtype = tensors[0].dtype
+    if backend is None and any(t.dtype == torch.float64 for t in tensors):
+        return "torch"  # the kernels are float32/float16/bfloat16
+    chosen = resolve_backend(backend, *tensors, op=op)
+    if chosen != "torch" and dtype == torch.float64:
+        raise TypeError(f"{op}: the {chosen} backend supports float32/float16/bfloat16 inputs, got float64 "
+                        "(use backend='torch')")
+    return chosen
+
+
+def _common_dtype(z: torch.Tensor, codebook: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(z.dtype, codebook.dtype)
+
+
 def nearest_code(z: torch.Tensor, codebook: torch.Tensor, num_codes: int | None = None, start: int = 0, *,
-                 backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 backend: str | None = None, precision: str = "tf32") -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest codebook row for every query row, over rows [start, start + num_codes).
 
-    z: (N, d) float32/float16/bfloat16; codebook: (K, d), same device. num_codes: rows to
-    search (all from `start` when None). Returns (indices int64 (N,) into the whole
-    codebook, squared distances float32 (N,), never negative). Ties go to the lowest index.
-    backend: None (auto), "torch", "triton" or "cuda".
+    z: (N, d) float32/float16/bfloat16 (float64: torch backend); codebook: (K, d), same
+    device. num_codes: rows to search (all from `start` when None). Returns (indices
+    int64 (N,) into the whole codebook, squared distances float32 (N,), never negative).
+    Ties go to the lowest index; rows of z with NaN/Inf get -1 and NaN (module docstring).
+    backend: None (auto), "torch", "triton" or "cuda". precision: for float32 inputs on
+    the triton backend, "tf32" (default), "tf32x3" or "ieee" (module docstring).
+    No gradient flows through this op.
     """
-    num = _check_search_args(z, codebook, num_codes, start)
-    chosen = resolve_backend(backend, z, codebook, op="nearest_code")
+    _check_codebook(codebook)
+    _check_z(z, codebook, "z", ndim=2)
+    num = _check_range(codebook.shape[0], num_codes, start)
+    _check_precision(precision)
+    chosen = _choose(backend, z, codebook, op="nearest_code")
+    z, codebook = z.detach(), codebook.detach()
+    dtype = _common_dtype(z, codebook)
+    z, codebook = z.to(dtype), codebook.to(dtype)
     if chosen == "torch":
-        return reference.nearest_code(z.detach(), codebook.detach(), start, num)
-    if codebook.dtype != z.dtype:
-        codebook = codebook.to(z.dtype)
-    if z.dtype == torch.float64:
-        raise TypeError(f"z: the {chosen} backend supports float32/float16/bfloat16, got float64")
-    return _nearest_code_op(z.detach(), codebook.detach(), start, num, chosen)
+        return reference.nearest_code(z, codebook, start, num)
+    impl = _impl(chosen)
+    res = impl.search([impl.Segment(z, start, num)], codebook, fused=False, precision=precision)
+    return res.indices, res.distances
+
+
+class _QuantizeFunction(torch.autograd.Function):
+    """Fused forward (search + z_q + loss + stats) and backward of up to 4 segments."""
+
+    @staticmethod
+    def forward(ctx, backend, starts, nums, beta, precision, deterministic, codebook, *zs):
+        impl = _impl(backend)
+        segments = [impl.Segment(z, s, n) for z, s, n in zip(zs, starts, nums)]
+        res = impl.search(segments, codebook, fused=True, beta=beta, precision=precision)
+        ctx.backend, ctx.starts, ctx.nums, ctx.beta, ctx.deterministic = backend, starts, nums, beta, deterministic
+        ctx.save_for_backward(codebook, res.indices, *zs)
+        ctx.mark_non_differentiable(res.indices, res.distances, res.perplexity, res.usage, res.counts)
+        ctx.set_materialize_grads(False)
+        return (*res.z_q, res.loss, res.indices, res.distances, res.perplexity, res.usage, res.counts)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        codebook, indices, *zs = ctx.saved_tensors
+        nseg = len(zs)
+        grad_zq, grad_loss = list(grads[:nseg]), grads[nseg]
+        need_cb = ctx.needs_input_grad[6]
+        need_z = any(ctx.needs_input_grad[7:])
+        if grad_loss is None and all(g is None for g in grad_zq):
+            return (None,) * (7 + nseg)
+        impl = _grad_impl(ctx.backend)
+        segments = [_impl(ctx.backend).Segment(z, s, n) for z, s, n in zip(zs, ctx.starts, ctx.nums)]
+        grad_z, grad_cb = impl.backward(segments, codebook, indices, grad_zq, grad_loss, ctx.beta,
+                                        deterministic=ctx.deterministic, need_codebook_grad=need_cb)
+        if not need_z:
+            grad_z = [None] * nseg
+        return (None, None, None, None, None, None, grad_cb if need_cb else None, *grad_z)
+
+
+def _quantize_group(zs2d, codebook, starts, nums, beta, precision, deterministic, backend):
+    out = _QuantizeFunction.apply(backend, tuple(starts), tuple(nums), float(beta), precision, deterministic,
+                                  codebook, *zs2d)
+    nseg = len(zs2d)
+    z_q = out[:nseg]
+    loss, indices, distances, ppl, usage, counts = out[nseg:]
+    results, row, cnt = [], 0, 0
+    for s in range(nseg):
+        n, k = zs2d[s].shape[0], nums[s]
+        stats = VQStats(perplexity=ppl[s], usage=usage[s], counts=counts[cnt:cnt + k],
+                        sq_distances=distances[row:row + n])
+        results.append((z_q[s], indices[row:row + n], loss[s], stats))
+        row, cnt = row + n, cnt + k
+    return results
+
+
+def quantize_multiscale(zs: Sequence[torch.Tensor], codebook: torch.Tensor, num_codes: Sequence[int | None],
+                        starts: Sequence[int] | None = None, beta: float = 0.25, *,
+                        deterministic: bool | None = None, backend: str | None = None,
+                        precision: str = "tf32") -> list[Quantized]:
+    """`quantize` for several inputs against one codebook, each over its own rows.
+
+    zs[s]: (..., d) searches codebook rows [starts[s], starts[s] + num_codes[s]) (MCC: the
+    scale-s prefix 256*(s+1), starts all 0; the disjoint-blocks ablation: starts 256*s).
+    On the kernel backends up to 4 searches share one launch (and one backward). Returns a
+    list of Quantized, one per input, each as `quantize` would return it.
+    """
+    return _quantize_many(zs, codebook, num_codes, starts, beta, deterministic, backend, precision,
+                          names=None)
+
+
+def _quantize_many(zs, codebook, num_codes, starts, beta, deterministic, backend, precision, names):
+    _check_codebook(codebook)
+    zs = list(zs)
+    if not zs:
+        raise ValueError("zs must hold at least one tensor")
+    nums_in = list(num_codes)
+    if len(nums_in) != len(zs):
+        raise ValueError(f"num_codes must have one entry per input: {len(zs)} inputs, {len(nums_in)} num_codes")
+    starts = [0] * len(zs) if starts is None else list(starts)
+    if len(starts) != len(zs):
+        raise ValueError(f"starts must have one entry per input: {len(zs)} inputs, {len(starts)} starts")
+    k = codebook.shape[0]
+    nums = []
+    for i, (z, nc, st) in enumerate(zip(zs, nums_in, starts)):
+        zname, nname, sname = names or (f"zs[{i}]", f"num_codes[{i}]", f"starts[{i}]")
+        _check_z(z, codebook, zname)
+        nums.append(_check_range(k, nc, st, nname, sname))
+    _check_precision(precision)
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool):
+        raise TypeError(f"beta must be a float, got {type(beta).__name__}")
+    dtype = codebook.dtype
+    for z in zs:
+        dtype = torch.promote_types(dtype, z.dtype)
+    zs = [z.to(dtype) for z in zs]
+    cb = codebook.to(dtype)
+    chosen = _choose(backend, *zs, cb, op="quantize")
+    if chosen == "torch":
+        return [reference.quantize(z, cb, st, n, beta) for z, st, n in zip(zs, starts, nums)]
+    det = deterministic_requested(deterministic)
+    d = cb.shape[1]
+    flat = [z.reshape(-1, d) for z in zs]
+    out: list[Quantized] = []
+    for g0 in range(0, len(zs), MAX_SEGMENTS):
+        sl = slice(g0, g0 + MAX_SEGMENTS)
+        for (zq, idx, loss, stats), z in zip(
+                _quantize_group(flat[sl], cb, starts[sl], nums[sl], beta, precision, det, chosen), zs[sl]):
+            lead = z.shape[:-1]
+            out.append(Quantized(zq.reshape(z.shape), idx.reshape(lead), loss,
+                                 stats._replace(sq_distances=stats.sq_distances.reshape(lead))))
+    return out
+
+
+def quantize(z: torch.Tensor, codebook: torch.Tensor, num_codes: int | None = None, start: int = 0,
+             beta: float = 0.25, *, deterministic: bool | None = None, backend: str | None = None,
+             precision: str = "tf32") -> Quantized:
+    """Vector-quantise z against codebook rows [start, start + num_codes) (official VQ).
+
+    z: (..., d) float (a channels-last view of a feature map is the caller's job);
+    codebook: (K, d) (a parameter: it receives gradients). Returns Quantized(z_q, indices,
+    loss, stats), a NamedTuple:
+      z_q (..., d): straight-through z + sg(e - z) in the common dtype of z and codebook;
+      indices (...) int64 into the whole codebook (-1 where z is not finite);
+      loss (): beta * mean((sg(e) - z)^2) + mean((e - sg(z))^2), float32;
+      stats: VQStats(perplexity, usage, counts, sq_distances).
+    Gradients to z and codebook equal autograd through that formula (float tolerance).
+    deterministic: bitwise-reproducible codebook gradient (None: follow
+    torch.are_deterministic_algorithms_enabled()). backend / precision: as nearest_code.
+    """
+    return _quantize_many([z], codebook, [num_codes], [start], beta, deterministic, backend, precision,
+                          names=("z", "num_codes", "start"))[0]

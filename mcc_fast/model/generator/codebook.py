@@ -60,7 +60,11 @@ def quantize_nearest(z: torch.Tensor, codebook: Codebook, scale: int, beta: floa
     b, d, h, w = z.shape
     z_last = z.permute(0, 2, 3, 1).contiguous()
     flat = z_last.view(-1, d)
-    distances = (flat**2).sum(dim=1, keepdim=True) + (codes**2).sum(1) - 2 * torch.matmul(flat, codes.t())
+    # Distances in float32 (at least) even under autocast: a no-op without mixed precision.
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        dtype = torch.promote_types(torch.promote_types(flat.dtype, codes.dtype), torch.float32)
+        flat_d, codes_d = flat.to(dtype), codes.to(dtype)
+        distances = (flat_d**2).sum(dim=1, keepdim=True) + (codes_d**2).sum(1) - 2 * torch.matmul(flat_d, codes_d.t())
     local = torch.argmin(distances, dim=1)
     z_q = codes[local].view(z_last.shape)
     loss = beta * torch.mean((z_q.detach() - z_last) ** 2) + torch.mean((z_q - z_last.detach()) ** 2)

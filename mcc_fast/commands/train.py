@@ -1,0 +1,70 @@
+"""`mcc-fast train`: train MCC on a folder of videos (also `torchrun -m mcc_fast.training ...`).
+
+    mcc-fast train --config official --data DATA [--out DIR] [--resume [CKPT]] [--init-from PATH]
+                   [--set key=value ...] [--vgg-weights PATH | --random-vgg]
+
+Several GPUs or nodes: ``torchrun --nproc-per-node 4 -m mcc_fast.training --config ... --data ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `train` options."""
+    parser.add_argument("--config", default="official",
+                        help="YAML config file, or a shipped one: official, smoke, demo (default official)")
+    parser.add_argument("--data", default=None,
+                        help="dataset root in the FOMM layout (train/ and test/ folders of videos); "
+                             "overrides data.root")
+    parser.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
+    parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
+                        help="continue exactly from the newest checkpoint in --out (or from CHECKPOINT, a "
+                             "checkpoint folder); starts fresh when --out holds none")
+    parser.add_argument("--init-from", default=None, metavar="PATH",
+                        help="starting weights (fine-tuning): one of our checkpoints or model files, or the "
+                             "authors' folder / 'net_g.pth,net_motion_estimator.pth' pair")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.lr=1e-4 (repeatable)")
+    vgg = parser.add_mutually_exclusive_group()
+    vgg.add_argument("--vgg-weights", default=None, metavar="PATH",
+                     help="local torchvision-format VGG19 weights for the perceptual loss (vgg19-dcbb9e9d.pth)")
+    vgg.add_argument("--random-vgg", action="store_true",
+                     help="random VGG19 weights for the perceptual loss (smoke runs only)")
+    parser.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                        help="stop (with a checkpoint) after this iteration, as if interrupted")
+
+
+def build_config(args: argparse.Namespace):
+    """The TrainConfig of the parsed arguments (config file + --data + VGG flags + --set)."""
+    from mcc_fast.training.config import load_config
+
+    overrides = []
+    if args.data is not None:
+        if not Path(args.data).is_dir():
+            raise FileNotFoundError(f"--data {args.data!r}: no such folder (expected train/ and test/ inside)")
+        overrides.append(f"data.root={Path(args.data).resolve()}")
+    if args.vgg_weights is not None:
+        if not Path(args.vgg_weights).is_file():
+            raise FileNotFoundError(f"--vgg-weights {args.vgg_weights!r}: no such file (a local torchvision "
+                                    "VGG19 state dict; nothing is downloaded)")
+        overrides += [f"loss.vgg_weights={Path(args.vgg_weights).resolve()}", "loss.random_vgg=false"]
+    if args.random_vgg:
+        overrides += ["loss.random_vgg=true", "loss.vgg_weights=null"]
+    return load_config(args.config, overrides + list(args.overrides))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; returns 0 when finished or stopped cleanly (a checkpoint was written)."""
+    from mcc_fast.training.trainer import train
+
+    config = build_config(args)
+    out = Path(args.out) if args.out else Path("runs") / config.name
+    result = train(config, out, resume=args.resume, init_from=args.init_from, stop_at=args.stop_at)
+    if os.environ.get("RANK", "0") != "0":
+        return 0
+    where = f"; last checkpoint {result.checkpoint}" if result.checkpoint else ""
+    print(f"mcc-fast train: {'stopped' if result.interrupted else 'finished'} at step {result.step}{where}")
+    return 0

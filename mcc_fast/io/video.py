@@ -1,0 +1,499 @@
+"""Video and image files through PyAV and PIL: the package's one video module.
+
+Frames are ``uint8`` RGB arrays ``(H, W, 3)`` everywhere in this module.
+
+- `probe_video(path)`: metadata (size, exact frame rate as a Fraction, frame count, audio).
+- `iter_video_frames(path)`: streaming decode, one frame at a time (never the whole video
+  in memory).
+- `read_image(path)`: a still image (png, jpg, ...) as RGB.
+- `VideoWriter(path, fps, audio_from=...)`: streaming H.264 encode at the given (possibly
+  fractional) frame rate; copies the audio stream of `audio_from` when it has one
+  (re-encoded to AAC when the output container cannot hold its codec), interleaved with
+  the video; writes a temporary file next to `path` and renames it when complete.
+- `atomic_output(path)`: the same temp-file + fsync + rename protocol for any writer.
+
+Output frames are constant-rate: frame i is shown at i / fps (a variable-rate input is
+written at its average rate).
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+#: Suffixes of still images `read_image` is meant for.
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+#: Output suffix -> container format for `VideoWriter` (all hold H.264 and AAC).
+VIDEO_OUTPUT_EXTENSIONS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VIDEO_OUTPUT_EXTENSIONS",
+    "VideoInfo",
+    "VideoReadError",
+    "VideoWriteError",
+    "VideoWriter",
+    "atomic_output",
+    "iter_video_frames",
+    "probe_video",
+    "read_image",
+]
+
+
+class VideoReadError(RuntimeError):
+    """A video or image file that cannot be opened, is not a video, or fails to decode."""
+
+
+class VideoWriteError(RuntimeError):
+    """A video file that cannot be written (bad suffix, encoder failure, no frames)."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Metadata of a video file.
+
+    fps: exact frame rate (e.g. Fraction(30000, 1001)); num_frames: as the container records
+    it, 0 when it does not; duration: seconds or None; audio_codec: None when there is no
+    audio stream.
+    """
+
+    width: int
+    height: int
+    fps: Fraction
+    num_frames: int
+    duration: float | None
+    codec: str
+    container: str
+    audio_codec: str | None
+
+    @property
+    def has_audio(self) -> bool:
+        """True when the file has an audio stream."""
+        return self.audio_codec is not None
+
+    def estimated_frames(self) -> int | None:
+        """The frame count, from the container or from duration x fps; None when unknown."""
+        if self.num_frames > 0:
+            return self.num_frames
+        if self.duration:
+            return max(1, round(self.duration * float(self.fps)))
+        return None
+
+
+def _av():
+    import av  # local import: PyAV loads FFmpeg, keep `import mcc_fast` light
+
+    return av
+
+
+# ---- reading ---------------------------------------------------------------------------------
+
+# Demuxers FFmpeg uses for single still images: not videos.
+_IMAGE_DEMUXERS = ("image2", "image2pipe")
+
+
+def _is_image_demuxer(name: str) -> bool:
+    return any(part in _IMAGE_DEMUXERS or part.endswith("_pipe") for part in name.split(","))
+
+
+@contextmanager
+def _open_video(path: str | os.PathLike, what: str) -> Iterator[Any]:
+    """Open `path` for reading with PyAV; `what` names it in errors (e.g. "driving video")."""
+    path = Path(path)
+    if not path.exists():
+        raise VideoReadError(f"{what} {str(path)!r} does not exist")
+    if path.is_dir():
+        raise VideoReadError(f"{what} {str(path)!r} is a folder, not a video file")
+    av = _av()
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise VideoReadError(f"{what} {str(path)!r} is not a readable video ({reason})") from None
+    try:
+        if _is_image_demuxer(container.format.name):
+            raise VideoReadError(f"{what} {str(path)!r} is a still image, not a video")
+        if not container.streams.video:
+            raise VideoReadError(f"{what} {str(path)!r} has no video stream")
+        yield container
+    finally:
+        container.close()
+
+
+def _frame_rate(stream: Any) -> Fraction:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate is not None and rate > 0:
+            return Fraction(rate)
+    return Fraction(25)
+
+
+def probe_video(path: str | os.PathLike, what: str = "video") -> VideoInfo:
+    """Read a video file's metadata without decoding it. Raises VideoReadError (naming it
+    `what`) when the file is missing, unreadable, a still image, or has no video stream."""
+    with _open_video(path, what) as container:
+        stream = container.streams.video[0]
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000  # AV_TIME_BASE
+        audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
+        return VideoInfo(
+            width=int(stream.codec_context.width),
+            height=int(stream.codec_context.height),
+            fps=_frame_rate(stream),
+            num_frames=int(stream.frames or 0),
+            duration=duration,
+            codec=str(stream.codec_context.name),
+            container=str(container.format.name),
+            audio_codec=audio,
+        )
+
+
+def iter_video_frames(path: str | os.PathLike, max_frames: int | None = None,
+                      what: str = "video") -> Iterator[np.ndarray]:
+    """Decode a video file frame by frame: yields uint8 (H, W, 3) RGB arrays.
+
+    Streaming: one decoded frame at a time. Raises VideoReadError (naming it `what`) when
+    the file cannot be opened or a packet fails to decode (frames already yielded stay valid).
+    """
+    if max_frames is not None and max_frames < 0:
+        raise ValueError(f"max_frames must be >= 0 or None, got {max_frames!r}")
+    av = _av()
+    with _open_video(path, what) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        count = 0
+        try:
+            for frame in container.decode(stream):
+                if max_frames is not None and count >= max_frames:
+                    return
+                yield frame.to_ndarray(format="rgb24")
+                count += 1
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise VideoReadError(f"{what} {str(path)!r}: decoding failed after {count} frames ({exc})") from None
+
+
+def read_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
+    """Read a still image as uint8 RGB (H, W, 3) (grey, palette and RGBA are converted).
+
+    Raises VideoReadError (naming it `what`) when it is missing or not a readable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise VideoReadError(f"{what} {str(path)!r} does not exist")
+    if path.is_dir():
+        raise VideoReadError(f"{what} {str(path)!r} is a folder, not an image file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        raise VideoReadError(f"{what} {str(path)!r} is not a readable image ({exc})") from None
+
+
+# ---- atomic outputs --------------------------------------------------------------------------
+
+def _temporary_sibling(path: Path) -> Path:
+    """A hidden, unused path next to `path` with the same suffix."""
+    return path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}"
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not supported on every platform/filesystem
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _check_destination(path: Path, overwrite: bool) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(f"output {str(path)!r} is a folder")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"output {str(path)!r} exists (pass overwrite=True / --overwrite to replace it)")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist")
+
+
+def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
+    """fsync `tmp`, rename it onto `path` (refusing to replace unless `overwrite`), fsync the folder."""
+    _fsync_file(tmp)
+    if path.exists() and not overwrite:  # appeared while we were writing
+        raise FileExistsError(f"output {str(path)!r} appeared while writing; not replaced (temporary file {tmp} removed)")
+    os.replace(tmp, path)
+    _fsync_folder(path.parent)
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary file path next to `path` (same suffix, not created); when the block
+    succeeds, fsync it and rename it onto `path`; when it raises, delete it.
+
+    An existing `path` is refused (FileExistsError) unless `overwrite`. The folder must exist.
+    """
+    path = Path(path)
+    _check_destination(path, overwrite)
+    tmp = _temporary_sibling(path)
+    try:
+        yield tmp
+        _commit(tmp, path, overwrite)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ---- writing ---------------------------------------------------------------------------------
+
+class _AudioTrack:
+    """The first audio stream of a file, copied (or re-encoded to AAC) into an output
+    container, released in time order so it interleaves with the video being written."""
+
+    def __init__(self, source: Path, output: Any, mode: str, video_start: float) -> None:
+        av = _av()
+        try:
+            self._input = av.open(str(source), mode="r")
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise VideoReadError(f"audio source {str(source)!r} is not readable ({exc})") from None
+        self._output = output
+        self._in_stream = stream = self._input.streams.audio[0]
+        self._time_base = stream.time_base
+        codec = stream.codec_context.name
+        supported = getattr(output, "supported_codecs", None)
+        self.mode = "copy" if mode == "copy" or (mode == "auto" and (supported is None or codec in supported)) else "aac"
+        if self.mode == "copy":
+            add = getattr(output, "add_stream_from_template", None)
+            self._out_stream = add(stream) if add is not None else output.add_stream(template=stream)
+        else:
+            self._out_stream = output.add_stream("aac", rate=stream.codec_context.sample_rate or 48000)
+            self._out_stream.layout = stream.codec_context.layout.name
+        # The output's first video frame is at t = 0: shift the audio by the input video's start.
+        self._shift = round(video_start / self._time_base) if video_start and self._time_base else 0
+        self._packets = self._input.demux(stream)
+        self._pending = None
+        self._done = False
+
+    def _time(self, packet: Any) -> float:
+        stamp = packet.pts if packet.pts is not None else packet.dts
+        return float((stamp - self._shift) * self._time_base)
+
+    def _emit(self, packet: Any) -> None:
+        if self.mode == "copy":
+            if packet.pts is not None:
+                packet.pts -= self._shift
+            if packet.dts is not None:
+                packet.dts -= self._shift
+            packet.stream = self._out_stream
+            self._output.mux(packet)
+            return
+        for frame in packet.decode():
+            if frame.pts is not None:
+                frame.pts -= self._shift
+            for out_packet in self._out_stream.encode(frame):
+                self._output.mux(out_packet)
+
+    def mux_until(self, seconds: float | None) -> None:
+        """Mux every audio packet that starts before `seconds` (all of them for None)."""
+        while not self._done:
+            packet = self._pending if self._pending is not None else next(self._packets, None)
+            self._pending = None
+            if packet is None:
+                self._done = True
+                return
+            if packet.dts is None and packet.pts is None:  # the demuxer's empty flush packet
+                continue
+            if seconds is not None and self._time(packet) >= seconds:
+                self._pending = packet
+                return
+            self._emit(packet)
+
+    def finish(self) -> None:
+        """Mux the rest of the stream (and flush the AAC encoder when re-encoding)."""
+        self.mux_until(None)
+        if self.mode == "aac":
+            for out_packet in self._out_stream.encode(None):
+                self._output.mux(out_packet)
+        self.close()
+
+    def close(self) -> None:
+        self._input.close()
+
+
+class VideoWriter:
+    """Streaming, atomic video writer: `write(frame)` one uint8 (H, W, 3) RGB frame at a time.
+
+    path: .mp4/.m4v/.mov/.mkv. fps: frames per second (a Fraction keeps rates such as
+    30000/1001 exact; floats are converted with denominator <= 1001). codec: H.264 (libx264,
+    crf 18, yuv420p; yuv444p when a side is odd). audio_from: a media file whose first
+    audio stream is copied (audio="copy"), re-encoded to AAC (audio="aac"), or copied when
+    the container can hold its codec and re-encoded otherwise ("auto", the default); no
+    audio stream there: none written.
+
+    The file is written under a temporary name next to `path` and renamed onto it by
+    `close()` (after fsync); `abort()`, or leaving the `with` block by an exception, deletes
+    it. An existing `path` is refused unless `overwrite`. Use as a context manager.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float | Fraction, *, audio_from: str | os.PathLike | None = None,
+                 overwrite: bool = False, codec: str = "libx264", crf: int | None = 18,
+                 preset: str | None = None, audio: str = "auto") -> None:
+        self.path = Path(path)
+        self._format = VIDEO_OUTPUT_EXTENSIONS.get(self.path.suffix.lower())
+        if self._format is None:
+            raise VideoWriteError(f"output {str(self.path)!r}: unsupported suffix; use one of "
+                                  f"{', '.join(sorted(VIDEO_OUTPUT_EXTENSIONS))}")
+        fps = Fraction(fps).limit_denominator(1001) if not isinstance(fps, Fraction) else fps
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps!r}")
+        if audio not in ("auto", "copy", "aac"):
+            raise ValueError(f"audio must be 'auto', 'copy' or 'aac', got {audio!r}")
+        _check_destination(self.path, overwrite)
+        self.fps = fps
+        self.overwrite = overwrite
+        self.audio_from = None if audio_from is None else Path(audio_from)
+        self._codec, self._crf, self._preset, self._audio_mode = codec, crf, preset, audio
+        self._tmp = _temporary_sibling(self.path)
+        self._container = None
+        self._video = None
+        self._audio: _AudioTrack | None = None
+        self._size: tuple[int, int] | None = None
+        self.frames_written = 0
+        self._closed = False
+
+    @property
+    def audio(self) -> str | None:
+        """How audio is written: "copy", "aac", or None (no audio)."""
+        return None if self._audio is None else self._audio.mode
+
+    def _open(self, height: int, width: int) -> None:
+        av = _av()
+        try:
+            self._container = av.open(str(self._tmp), mode="w", format=self._format)
+            stream = self._container.add_stream(self._codec, rate=self.fps)
+            stream.width, stream.height = width, height
+            even = height % 2 == 0 and width % 2 == 0
+            stream.pix_fmt = "yuv420p" if even or self._codec != "libx264" else "yuv444p"
+            options = {}
+            if self._crf is not None and self._codec in ("libx264", "libx265"):
+                options["crf"] = str(int(self._crf))
+            if self._preset is not None:
+                options["preset"] = self._preset
+            if options:
+                stream.options = options
+            self._video = stream
+            if self.audio_from is not None:
+                start = self._video_start(self.audio_from)
+                if start is not None:  # None: no audio stream there
+                    self._audio = _AudioTrack(self.audio_from, self._container, self._audio_mode, start)
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            self.abort()
+            raise VideoWriteError(f"output {str(self.path)!r}: cannot start encoding ({exc})") from None
+
+    @staticmethod
+    def _video_start(source: Path) -> float | None:
+        """Start time (seconds) of `source`'s video stream, or None when it has no audio."""
+        av = _av()
+        try:
+            with av.open(str(source), mode="r") as container:
+                if not container.streams.audio:
+                    return None
+                if not container.streams.video:
+                    return 0.0
+                video = container.streams.video[0]
+                if video.start_time is None or video.time_base is None:
+                    return 0.0
+                return float(video.start_time * video.time_base)
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise VideoReadError(f"audio source {str(source)!r} is not readable ({exc})") from None
+
+    def write(self, frame: np.ndarray) -> None:
+        """Encode one uint8 (H, W, 3) RGB frame (every frame must have the first one's size)."""
+        if self._closed:
+            raise VideoWriteError("write() after close() or abort()")
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"frame must be a uint8 (H, W, 3) array, got {frame.dtype} {frame.shape}")
+        if self._container is None:
+            self._size = frame.shape[:2]
+            self._open(*self._size)
+        elif frame.shape[:2] != self._size:
+            raise ValueError(f"frame {self.frames_written} has size {frame.shape[:2]}, the video has {self._size}")
+        av = _av()
+        try:
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            video_frame.pts = self.frames_written
+            video_frame.time_base = 1 / self.fps
+            for packet in self._video.encode(video_frame):
+                self._container.mux(packet)
+            self.frames_written += 1
+            if self._audio is not None:
+                self._audio.mux_until(float(self.frames_written / self.fps))
+        except (av.error.FFmpegError, OSError) as exc:
+            self.abort()
+            raise VideoWriteError(f"output {str(self.path)!r}: encoding failed at frame {self.frames_written} ({exc})") from None
+
+    def close(self) -> Path:
+        """Flush the encoders, finish the file and rename it onto `path`. Returns `path`."""
+        if self._closed:
+            return self.path
+        if self.frames_written == 0:
+            self.abort()
+            raise VideoWriteError(f"output {str(self.path)!r}: no frames were written; nothing created")
+        av = _av()
+        try:
+            for packet in self._video.encode(None):
+                self._container.mux(packet)
+            if self._audio is not None:
+                self._audio.finish()
+            self._container.close()
+            self._container = None
+            _commit(self._tmp, self.path, self.overwrite)
+        except (av.error.FFmpegError, OSError) as exc:
+            self.abort()
+            if isinstance(exc, FileExistsError):
+                raise
+            raise VideoWriteError(f"output {str(self.path)!r}: finishing the file failed ({exc})") from None
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Stop writing and delete the temporary file; `path` is left as it was."""
+        self._closed = True
+        for closer in (getattr(self._audio, "close", None), getattr(self._container, "close", None)):
+            if closer is not None:
+                try:
+                    closer()
+                except Exception:  # closing a half-written container may complain; the file goes anyway
+                    pass
+        self._audio = None
+        self._container = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

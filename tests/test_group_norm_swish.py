@@ -1,0 +1,105 @@
+"""mcc_fast.ops.group_norm_swish: the Triton kernel (interpreter on CPU) against the torch reference."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mcc_fast.ops import group_norm_swish
+from mcc_fast.ops.group_norm import group_norm_swish_reference
+
+pytest.importorskip("triton")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+
+
+def _input(shape, dtype=torch.float32, channels_last=False, seed=0, offset=3.0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g) * 2 + offset).to(DEVICE, dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(shape[1], generator=g).to(DEVICE)
+    b = torch.randn(shape[1], generator=g).to(DEVICE)
+    return x, w, b
+
+
+def _check(out, ref, dtype):
+    assert out.shape == ref.shape and out.dtype == ref.dtype and out.stride() == ref.stride()
+    scale = max(1.0, ref.float().abs().max().item())
+    assert (out.float() - ref.float()).abs().max().item() <= TOL[dtype] * scale
+
+
+@pytest.mark.parametrize("shape,groups", [((2, 8, 5, 7), 4), ((1, 12, 6, 6), 4), ((3, 6, 10), 3), ((2, 64, 4, 4), 32)])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("swish", [True, False])
+def test_triton_matches_the_reference(shape, groups, channels_last, swish):
+    if channels_last and len(shape) != 4:
+        pytest.skip("channels-last is 4-D only")
+    x, w, b = _input(shape, channels_last=channels_last)
+    out = group_norm_swish(x, groups, w, b, 1e-6, swish=swish, backend="triton")
+    _check(out, group_norm_swish_reference(x, groups, w, b, 1e-6, swish), torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_keep_their_dtype(dtype):
+    x, w, b = _input((2, 16, 6, 6), dtype=dtype, channels_last=True)
+    out = group_norm_swish(x, 8, w, b, backend="triton")
+    _check(out, group_norm_swish_reference(x, 8, w, b), dtype)
+
+
+def test_chunked_statistics_with_a_large_mean():
+    """Several statistics chunks per sample (Chan's combination) and |mean| >> std."""
+    from mcc_fast.kernels import group_norm_swish as kernel
+
+    x, w, b = _input((2, 12, 9, 11), seed=3, offset=1000.0)
+    out = kernel.group_norm_swish(x, w, b, 4, 1e-6, True, chunks=5, block_p=8)
+    ref = group_norm_swish_reference(x.double(), 4, w.double(), b.double()).float()
+    assert (out - ref).abs().max().item() <= 1e-3
+
+
+def test_reference_is_group_norm_then_silu():
+    x, w, b = _input((2, 8, 4, 4))
+    expected = F.silu(F.group_norm(x, 4, w, b, 1e-6))
+    assert torch.allclose(group_norm_swish(x, 4, w, b, backend="torch"), expected, atol=1e-6)
+    assert torch.allclose(group_norm_swish(x, 4, backend="torch"), F.silu(F.group_norm(x, 4, eps=1e-6)), atol=1e-6)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert group_norm_swish(cl, 4, w, b, backend="torch").is_contiguous(memory_format=torch.channels_last)
+
+
+def test_weight_none_on_triton():
+    x, _, _ = _input((2, 8, 3, 3))
+    _check(group_norm_swish(x, 2, backend="triton"), group_norm_swish_reference(x, 2), torch.float32)
+
+
+def test_gradients_run_the_differentiable_reference():
+    x, w, b = _input((2, 8, 3, 3))
+    x.requires_grad_(True)
+    out = group_norm_swish(x, 4, w, b)  # auto: a gradient is needed -> torch
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    with pytest.raises(RuntimeError, match="forward only"):
+        group_norm_swish(x, 4, w, b, backend="triton")
+
+
+def test_bad_arguments_name_themselves():
+    x, w, b = _input((2, 8, 3, 3))
+    with pytest.raises(ValueError, match="num_groups=3 must divide"):
+        group_norm_swish(x, 3, w[:6], b[:6])
+    with pytest.raises(ValueError, match="weight must have shape"):
+        group_norm_swish(x, 4, w[:6], b)
+    with pytest.raises(ValueError, match="x must have shape"):
+        group_norm_swish(x[0, 0, 0], 1)
+    with pytest.raises(ValueError, match="num_groups"):
+        group_norm_swish(x, 0)
+    with pytest.raises(TypeError, match="x must be a floating"):
+        group_norm_swish(x.long(), 4)
+    with pytest.raises(ValueError, match="backend"):
+        group_norm_swish(x, 4, backend="fortran")
+    with pytest.raises(RuntimeError, match="not implemented"):
+        group_norm_swish(x, 4, backend="cuda")
+
+
+@pytest.mark.gpu
+def test_full_size_channels_last_bf16_on_gpu():
+    x, w, b = _input((8, 64, 256, 256), dtype=torch.bfloat16, channels_last=True)
+    _check(group_norm_swish(x, 32, w, b), group_norm_swish_reference(x, 32, w, b), torch.bfloat16)

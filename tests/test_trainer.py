@@ -1,0 +1,370 @@
+"""The trainer (mcc_fast.training): CPU, synthetic data, a tiny model.
+
+Covers: the loss goes down; exact resume (bitwise on CPU); 2-rank gloo DDP == 1 process
+accumulating the same micro-batches; interrupted and truncated checkpoints; a corrupt video
+skipped and counted; each loss term's wiring against hand-computed values; GAN start; CLI.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from mcc_fast.training import checkpointing
+from mcc_fast.training.checkpointing import CheckpointError, latest_checkpoint, load_checkpoint
+from mcc_fast.training.config import ConfigError, load_config
+from mcc_fast.training.trainer import Trainer, train
+
+SIZE = 32
+
+
+# ---- fixtures ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """6 training + 2 test synthetic videos of 8 frames at 32x32 (png frame folders)."""
+    from mcc_fast.training.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    write_dataset(root, videos=8, frames=8, size=SIZE, seed=0, format="png", test_fraction=0.25)
+    return root
+
+
+def tiny_config(root: Path, *overrides: str):
+    """The smoke config made quiet and small; `overrides` are --set strings."""
+    base = [
+        f"data.root={root}", "data.repeats=2", "data.batch_size=2", "data.num_workers=0",
+        "log.progress=false", "log.tensorboard=false", "log.print_every=0", "log.val_every=0",
+        "log.image_every=0", "checkpoint.every=0", "loss.random_vgg=true", "loss.start_iters={gan: 1000000}",
+        "train.total_iter=4", "optim.milestones=[1000]",
+    ]
+    return load_config("smoke", base + list(overrides))
+
+
+def weights_of(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint folder, keyed 'file/name'."""
+    from safetensors.torch import load_file
+
+    out = {}
+    for name in ("model.safetensors", "generator.safetensors", "discriminator.safetensors"):
+        for k, v in load_file(str(folder / name)).items():
+            out[f"{name}/{k}"] = v
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- learning -----------------------------------------------------------------------------------
+
+def test_short_run_lowers_the_reconstruction_loss(data_root, tmp_path):
+    # Overfit one identity's two clips: 60 steps at 32 px, all terms on except the GAN.
+    config = tiny_config(data_root, "train.total_iter=60", "optim.lr=5e-4", "data.repeats=8")
+    result = train(config, None)
+    l1 = [row["l1"] for row in result.history]
+    start, end = sum(l1[:5]) / 5, sum(l1[-10:]) / 10
+    print(f"L1 first 5 steps {start:.4f} -> last 10 steps {end:.4f}")
+    assert end < 0.7 * start, (start, end)
+    assert all(k in result.history[-1] for k in ("perceptual", "motion_vq", "appearance_vq", "motion_recon",
+                                                 "equivariance_value", "equivariance_jacobian", "low_res_l1"))
+
+
+# ---- resume -------------------------------------------------------------------------------------
+
+def test_resume_continues_exactly(data_root, tmp_path):
+    settings = ("train.total_iter=6", "loss.start_iters={gan: 2}", "data.num_workers=1", "data.repeats=1")
+    full = train(tiny_config(data_root, *settings), tmp_path / "full")
+    first = train(tiny_config(data_root, *settings), tmp_path / "split", stop_at=3)
+    assert first.interrupted and first.step == 3 and first.checkpoint.name == "step_00000003"
+    second = train(tiny_config(data_root, *settings), tmp_path / "split", resume="latest")
+    assert second.step == 6
+    assert full.history[3:] == second.history, "losses after the resume differ"
+    assert full.history[:3] == first.history
+    a, b = weights_of(full.checkpoint), weights_of(second.checkpoint)
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:5]
+    state_a = load_checkpoint(full.checkpoint).state
+    state_b = load_checkpoint(second.checkpoint).state
+    assert state_a["data"] == state_b["data"]
+    assert torch.equal(state_a["optimizers"]["discriminator"]["state"][0]["exp_avg"],
+                       state_b["optimizers"]["discriminator"]["state"][0]["exp_avg"])
+
+
+# ---- distributed --------------------------------------------------------------------------------
+
+def _run_and_dump(config, out: Path, rank: int = 0) -> None:
+    """Train, then save this rank's per-step losses and the last step's gradients."""
+    trainer = Trainer(config, out)
+    try:
+        result = trainer.train()
+    finally:
+        trainer.close()
+    Path(out, f"history_rank{rank}.json").write_text(json.dumps(result.history))
+    named = {**{f"model.{k}": p for k, p in trainer.model.named_parameters()},
+             **{f"discriminator.{k}": p for k, p in trainer.discriminator.named_parameters()}}
+    torch.save({k: p.grad.clone() for k, p in named.items() if p.grad is not None}, Path(out, f"grads_rank{rank}.pt"))
+
+
+def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    try:
+        _run_and_dump(tiny_config(Path(root), *_DDP_SETTINGS, "data.batch_size=1", "train.accumulate=1"),
+                      Path(out), rank)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+_DDP_SETTINGS = ("train.total_iter=3", "loss.start_iters={gan: 1}", "data.repeats=1", "optim.lr=1e-4")
+
+
+def test_two_rank_ddp_equals_one_process_accumulating(data_root, tmp_path):
+    import torch.multiprocessing as mp
+
+    ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(data_root), str(ddp_out)), nprocs=2, join=True)
+    _run_and_dump(tiny_config(data_root, *_DDP_SETTINGS, "data.batch_size=1", "train.accumulate=2"), single_out)
+    ranks = [json.loads((ddp_out / f"history_rank{r}.json").read_text()) for r in range(2)]
+    single = json.loads((single_out / "history_rank0.json").read_text())
+    assert len(single) == 3 and "d_real" in single[-1]
+    for step, row in enumerate(single):  # rank r's micro-batch == micro-batch r of the single process
+        for key, value in row.items():
+            mean = (ranks[0][step][key] + ranks[1][step][key]) / 2
+            assert mean == pytest.approx(value, rel=1e-4, abs=1e-5), (step, key)
+    # The last step's gradients: DDP's average over ranks == the accumulated gradient.
+    g_ddp, g_single = torch.load(ddp_out / "grads_rank0.pt"), torch.load(single_out / "grads_rank0.pt")
+    assert g_ddp.keys() == g_single.keys() and any(k.startswith("discriminator.") for k in g_ddp)
+    # Parameters (or elements) whose true gradient is 0 (a conv bias right before a norm, an
+    # attention key bias) only get float noise (< 1e-6 here), which Adam then scales up to ~lr
+    # per step: those elements are compared for size only.
+    signal = {k: g.abs() >= 1e-6 for k, g in g_single.items()}
+    assert sum(int(m.sum()) for m in signal.values()) > 0.8 * sum(m.numel() for m in signal.values())
+    for k in g_single:
+        scale = g_single[k].abs().max().item()
+        assert g_ddp[k][~signal[k]].abs().max().item() < 1e-5 if (~signal[k]).any() else True, k
+        torch.testing.assert_close(g_ddp[k][signal[k]], g_single[k][signal[k]], rtol=1e-2, atol=1e-3 * scale, msg=k)
+    # The weights after 3 steps (BatchNorm running statistics legitimately differ: each rank
+    # tracks its own micro-batch).
+    a = weights_of(latest_checkpoint(ddp_out / "checkpoints"))
+    b = weights_of(latest_checkpoint(single_out / "checkpoints"))
+
+    def network_name(key: str) -> str:  # "generator.safetensors/encoder.x" -> "model.generator.encoder.x"
+        file, name = key.split("/", 1)
+        return f"model.{name}" if file != "discriminator.safetensors" else f"discriminator.{name}"
+
+    worst, compared = 0.0, 0
+    for k in a:
+        if "running_" in k or "num_batches_tracked" in k:
+            continue
+        name = network_name(k if not k.startswith("generator.safetensors/") else "x/generator." + k.split("/", 1)[1])
+        diff = (a[k] - b[k]).abs()
+        if name in signal:
+            diff = diff[signal[name]]
+        compared += diff.numel()
+        worst = max(worst, diff.max().item() if diff.numel() else 0.0)
+    assert compared > 100_000
+    print(f"largest weight difference DDP vs accumulation: {worst:.2e} over {compared} elements")
+    assert worst < 2e-5, worst
+
+
+# ---- checkpoint safety --------------------------------------------------------------------------
+
+def test_interrupted_checkpoint_write_leaves_the_previous_one(data_root, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config(data_root, "train.total_iter=2"), tmp_path / "run")
+    try:
+        trainer.train()
+        previous = latest_checkpoint(tmp_path / "run" / "checkpoints")
+        assert previous.name == "step_00000002"
+        calls = []
+        real_write = checkpointing._write_file
+
+        def failing_write(path, data):
+            calls.append(path)
+            if len(calls) == 2:  # die half-way through the next checkpoint
+                real_write(path, data[: len(data) // 2])
+                raise OSError("disk full (simulated)")
+            real_write(path, data)
+
+        monkeypatch.setattr(checkpointing, "_write_file", failing_write)
+        trainer.step = 3
+        with pytest.raises(OSError, match="simulated"):
+            trainer.save()
+    finally:
+        trainer.close()
+    root = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["step_00000002"]
+    assert latest_checkpoint(root) == previous
+    assert load_checkpoint(previous).step == 2
+    resumed = train(tiny_config(data_root, "train.total_iter=3"), tmp_path / "run", resume="latest")
+    assert resumed.step == 3 and len(resumed.history) == 1
+
+
+def test_truncated_or_foreign_checkpoint_files_are_named(data_root, tmp_path):
+    import shutil
+
+    result = train(tiny_config(data_root, "train.total_iter=1"), tmp_path / "run")
+    good = result.checkpoint
+    for name, damage in (("generator.safetensors", "truncate"), ("state.pt", "foreign"),
+                         ("model.safetensors", "truncate"), ("discriminator.safetensors", "flip")):
+        bad = tmp_path / f"bad_{name}"
+        shutil.copytree(good, bad)
+        target = bad / name
+        data = target.read_bytes()
+        if damage == "truncate":
+            target.write_bytes(data[: len(data) // 3])
+        elif damage == "foreign":
+            target.write_bytes(b"not a checkpoint at all" * 10)
+        else:
+            target.write_bytes(data[:-8] + bytes(8))
+        with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
+            load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nowhere")
+    # --init-from accepts our inference file and rejects another model config, naming the file.
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        Trainer(tiny_config(data_root, "model.width=16"), None, init_from=good / "model.safetensors")
+
+
+# ---- data -----------------------------------------------------------------------------------------
+
+def test_corrupt_video_is_skipped_and_counted(data_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    (root / "train").mkdir(parents=True)
+    for name in sorted(os.listdir(data_root / "train"))[:2]:
+        shutil.copytree(data_root / "train" / name, root / "train" / name)
+    (root / "train" / "broken.mp4").write_bytes(b"\x00\x01garbage, not a video" * 40)
+    config = tiny_config(root, "data.repeats=2", "data.batch_size=1", "train.total_iter=6", "log.print_every=3",
+                         "data.id_sampling=false")
+    with pytest.warns(Warning, match="unreadable"):
+        result = train(config, tmp_path / "run")
+    assert result.step == 6
+    assert result.unreadable_videos == ["broken.mp4"]
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "unreadable videos skipped: 1" in log and "broken.mp4" in log
+
+
+# ---- loss wiring ----------------------------------------------------------------------------------
+
+def test_each_loss_term_matches_a_hand_computation(data_root):
+    from mcc_fast.model import Model
+    from mcc_fast.model.generator.warping import identity_grid
+    from mcc_fast.training.losses import RandomTransform
+    from mcc_fast.training.objective import TrainingObjective
+
+    config = tiny_config(data_root, "loss.l1=2", "loss.perceptual=0", "loss.low_res=0.5", "loss.motion_vq=0.5",
+                         "loss.appearance_vq=0.25", "loss.motion_recon=3", "loss.keypoint_distance=1.5",
+                         "loss.equivariance_value=2", "loss.equivariance_jacobian=0")
+    objective = TrainingObjective(config.loss, None)
+    assert objective.perceptual is None
+    torch.manual_seed(0)
+    model = Model(config.model_config).train()
+    source, driving = torch.rand(2, 2, 3, SIZE, SIZE) * 2 - 1
+    theta = torch.tensor([[[1.05, 0.02, 0.03], [-0.01, 0.97, -0.02]]]).repeat(2, 1, 1)
+    transform = RandomTransform(theta)
+    kp_t = model.motion_estimator.keypoint_detector(transform.transform_frame(driving))
+    out = model(source, driving, return_all=True, training=True)
+    terms, _ = objective.generator_terms(out, driving, 1, kp_transformed=kp_t, transform=transform)
+    assert set(terms) == {"l1", "low_res_l1", "motion_vq", "appearance_vq", "motion_recon",
+                          "equivariance_value", "keypoint_distance"}
+    t = out.generator.training
+    close = lambda a, b: torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # noqa: E731
+    close(terms["l1"], 2 * (out.frame - driving).abs().mean())
+    close(terms["low_res_l1"], 0.5 * 2 * (t.low_res_frame - driving).abs().mean())
+    close(terms["motion_vq"], 0.5 * sum(t.motion_vq_losses))
+    close(terms["appearance_vq"], 0.25 * sum(t.appearance_vq_losses))
+    grid = identity_grid(out.generator.flows[0].shape[1])
+    recon = sum((r - (f - grid)).abs().mean() for r, f in zip(t.motion_reconstructions, out.generator.flows))
+    close(terms["motion_recon"], 3 * recon)
+    kp_d = out.motion.kp_driving.value
+    warped = torch.einsum("bij,bkj->bki", theta[:, :, :2], kp_t.value) + theta[:, None, :, 2]
+    close(terms["equivariance_value"], 2 * (kp_d - warped).abs().mean())
+    k = kp_d.shape[1]
+
+    def close_pairs(kp):  # off-diagonal pairs nearer than 0.2 count 2 each, over B K K entries
+        d = torch.cdist(kp, kp)
+        return 2 * ((d < 0.2) & ~torch.eye(k, dtype=torch.bool)).sum() / (kp.shape[0] * k * k)
+
+    close(terms["keypoint_distance"], 1.5 * (close_pairs(out.motion.kp_source.value) + close_pairs(kp_d)))
+    # Gradients reach both networks through the total.
+    sum(terms.values()).backward()
+    assert model.generator.decoder.conv_out.weight.grad.abs().sum() > 0
+    assert model.motion_estimator.keypoint_detector.heatmap_head.weight.grad.abs().sum() > 0
+
+
+def test_gan_starts_at_its_iteration_and_zero_weights_turn_terms_off(data_root):
+    config = tiny_config(data_root, "loss.start_iters={gan: 2}", "train.total_iter=3", "loss.perceptual=0",
+                         "loss.random_vgg=false", "loss.equivariance_jacobian=0", "loss.motion_recon=0")
+    trainer = Trainer(config, None)
+    try:
+        assert trainer.objective.perceptual is None  # no VGG needed, none built
+        before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
+        history = [trainer.train_step(trainer.stream.next_step()) for _ in range(2)]
+        after_two = trainer.discriminator.state_dict()
+        assert all(torch.equal(before[k], after_two[k]) for k in before), "D changed before the GAN started"
+        history.append(trainer.train_step(trainer.stream.next_step()))
+        changed = trainer.discriminator.state_dict()
+        assert not torch.equal(before["head.weight"], changed["head.weight"])
+    finally:
+        trainer.close()
+    for row in history[:2]:
+        assert not {"gan", "gan_weight", "d_real", "d_fake"} & set(row)
+    assert {"gan", "gan_weight", "d_real", "d_fake"} <= set(history[2])
+    assert 0 <= history[2]["gan_weight"] <= 0.8
+    for row in history:
+        assert not {"perceptual", "low_res_perceptual", "equivariance_jacobian", "motion_recon"} & set(row)
+        assert {"l1", "equivariance_value", "motion_vq", "appearance_vq"} <= set(row)
+
+
+def test_mixed_precision_steps_run(data_root):
+    for precision in ("bf16", "fp16"):
+        config = tiny_config(data_root, f"train.precision={precision}", "loss.start_iters={gan: 0}",
+                             "train.total_iter=1")
+        trainer = Trainer(config, None)
+        try:
+            row = trainer.train_step(trainer.stream.next_step())
+        finally:
+            trainer.close()
+        assert all(torch.isfinite(torch.tensor(v)) for v in row.values()), (precision, row)
+        assert "gan" in row
+
+
+# ---- command line -------------------------------------------------------------------------------
+
+def test_cli_trains_resumes_and_reports_errors(data_root, tmp_path, capsys):
+    from mcc_fast.cli import main
+
+    out = tmp_path / "run"
+    common = ["train", "--config", "smoke", "--data", str(data_root), "--out", str(out), "--random-vgg",
+              "--set", "log.progress=false", "--set", "log.tensorboard=false", "--set", "log.val_every=2",
+              "--set", "train.total_iter=2", "--set", "data.repeats=2"]
+    assert main(common) == 0
+    assert (out / "checkpoints" / "step_00000002" / "model.safetensors").is_file()
+    assert "validation step 2" in (out / "train.log").read_text()
+    assert main(common[:-4] + ["--set", "train.total_iter=3", "--set", "data.repeats=2", "--resume"]) == 0
+    assert "resumed from" in (out / "train.log").read_text()
+    assert latest_checkpoint(out / "checkpoints").name == "step_00000003"
+    # Our inference file loads as a Model.
+    from mcc_fast.model import Model
+
+    Model.from_pretrained(out / "checkpoints" / "step_00000003", device="cpu")
+    capsys.readouterr()
+    assert main(["train", "--config", "smoke", "--data", str(data_root), "--set", "optim.lrr=1"]) == 2
+    assert "optim" in capsys.readouterr().err
+    assert main(["train", "--config", "smoke", "--data", str(data_root), "--out", str(tmp_path / "x")]) == 2
+    assert "--vgg-weights" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="train.precision"):
+        load_config("smoke", ["train.precision=fp8"])

@@ -1,0 +1,88 @@
+"""Training-step benchmark: time per iteration and peak memory, per precision, in one run.
+
+    python -m mcc_fast.training.benchmark --config official --batch 4 --precisions fp32 bf16 --steps 10
+
+Builds a tiny synthetic dataset (a few videos at the model's size) in a temporary folder,
+then for each precision a `Trainer` with the GAN on from the first step (the full official
+step: generator + motion estimator + equivariance + discriminator) and a random VGG19 of the
+standard widths (same cost as real weights). Prints one JSON line per precision: seconds per
+iteration (median after `--warmup` iterations), iterations per second, and the peak CUDA
+memory (null on CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+__all__ = ["benchmark_step", "main"]
+
+
+def benchmark_step(config_name: str, data_root: Path, precision: str, batch: int, steps: int, warmup: int,
+                   overrides: list[str] = ()) -> dict:
+    """Measure `steps` training iterations of `config_name` at `precision` (see the module docstring)."""
+    from .config import load_config
+    from .trainer import Trainer
+
+    config = load_config(config_name, [
+        f"data.root={data_root}", f"data.batch_size={batch}", "train.accumulate=1", f"train.precision={precision}",
+        "data.num_workers=0", "data.repeats=1000", "loss.random_vgg=true", "loss.vgg_weights=null",
+        "loss.start_iters={gan: 0}", "log.progress=false", "log.tensorboard=false", "log.val_every=0",
+        "log.print_every=0", "log.image_every=0", "checkpoint.every=0", *overrides])
+    trainer = Trainer(config, None)
+    device = trainer.device
+    try:
+        batches = [trainer.stream.next_step() for _ in range(2)]
+        times = []
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for i in range(warmup + steps):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            trainer.train_step(batches[i % 2])
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    finally:
+        trainer.close()
+    median = statistics.median(times)
+    return {"config": config_name, "precision": precision, "batch": batch, "image_size": config.model_config.image_size,
+            "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
+            "seconds_per_iter": round(median, 5), "iters_per_second": round(1 / median, 3),
+            "peak_memory_mib": None if peak is None else round(peak, 1), "steps": steps}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: see the module docstring."""
+    parser = argparse.ArgumentParser(prog="python -m mcc_fast.training.benchmark", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="official")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    from .config import load_config
+    from .synth import write_dataset
+
+    size = load_config(args.config, args.overrides).model_config.image_size
+    with tempfile.TemporaryDirectory(prefix="mcc_bench_") as tmp:
+        write_dataset(tmp, videos=4, frames=8, size=size, seed=0, format="png", test_fraction=0.0)
+        for precision in args.precisions:
+            result = benchmark_step(args.config, Path(tmp), precision, args.batch, args.steps, args.warmup,
+                                    args.overrides)
+            print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

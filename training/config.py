@@ -1,0 +1,502 @@
+"""Training configuration: dataclasses, YAML loading and ``--set key=value`` overrides.
+
+The YAML mirrors the authors' ``options/train.yml`` (see ``configs/official.yaml``), grouped
+into sections:
+
+    name, seed
+    model:         preset (official | small), image_size, num_kp, width, motion/generator overrides
+    discriminator: base_channels (ndf), num_layers
+    data:          root, id_sampling, hflip, time_flip, repeats (dataset_enlarge_ratio),
+                   batch_size (per process), num_workers, cache_mb
+    optim:         lr, betas, weight_decay, milestones, gamma (three Adam optimisers)
+    train:         total_iter, ema_decay, accumulate, precision, sync_bn, find_unused_parameters, device
+    loss:          every `LossWeights` field, perceptual_scales, vgg_weights, random_vgg,
+                   vgg_stage_channels, equivariance (sigma_affine, sigma_tps, points_tps, align_corners)
+    log:           print_every, progress, tensorboard, image_every, val_every, val_videos, val_frames
+    checkpoint:    every, keep_last
+
+Unknown keys and ill-typed values are errors naming the dotted key (``optim.lrr``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from mcc_fast.model.config import ModelConfig
+from mcc_fast.model.generator.config import GeneratorConfig
+from mcc_fast.model.motion.config import MotionEstimatorConfig
+
+__all__ = [
+    "ConfigError",
+    "ModelSection",
+    "DiscriminatorSection",
+    "DataSection",
+    "OptimSection",
+    "TrainSection",
+    "EquivarianceSection",
+    "LossSection",
+    "LogSection",
+    "CheckpointSection",
+    "TrainConfig",
+    "load_config",
+    "apply_overrides",
+    "parse_override",
+    "CONFIG_DIR",
+]
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class ConfigError(ValueError):
+    """A training configuration value that cannot be used (names the dotted key)."""
+
+
+# ---- typed field checks ----------------------------------------------------------------------
+
+def _fail(key: str, expected: str, value: Any) -> None:
+    raise ConfigError(f"config {key}: expected {expected}, got {value!r}")
+
+
+def _int(key: str, value: Any, minimum: int | None = None) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # YAML `5e3` is a float
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        _fail(key, f"an integer >= {minimum}" if minimum is not None else "an integer", value)
+    return value
+
+
+def _float(key: str, value: Any, minimum: float | None = None, maximum: float | None = None) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)  # YAML 1.1 reads `8e-5` as a string
+        except ValueError:
+            _fail(key, "a number", value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(key, "a finite number", value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        _fail(key, f"a number in [{minimum}, {maximum}]", value)
+    return float(value)
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        _fail(key, "true or false", value)
+    return value
+
+
+def _optional_path(key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        _fail(key, "a path or null", value)
+    return os.fspath(value)
+
+
+# ---- sections ---------------------------------------------------------------------------------
+
+@dataclass
+class ModelSection:
+    """Which model to train.
+
+    preset: "official" (the paper's 82M model, ModelConfig()) or "small"
+    (ModelConfig.small(image_size, num_kp, width)). motion / generator: field overrides of
+    MotionEstimatorConfig / GeneratorConfig applied on top of the preset.
+    """
+
+    preset: str = "official"
+    image_size: int = 256
+    num_kp: int = 15
+    width: int = 32
+    motion: dict = field(default_factory=dict)
+    generator: dict = field(default_factory=dict)
+
+    def check(self, key: str = "model") -> None:
+        if self.preset not in ("official", "small"):
+            _fail(f"{key}.preset", "'official' or 'small'", self.preset)
+        self.image_size = _int(f"{key}.image_size", self.image_size, 16)
+        self.num_kp = _int(f"{key}.num_kp", self.num_kp, 1)
+        self.width = _int(f"{key}.width", self.width, 1)
+        for part in ("motion", "generator"):
+            if not isinstance(getattr(self, part), Mapping):
+                _fail(f"{key}.{part}", "a mapping of field overrides", getattr(self, part))
+        self.build()  # surfaces inconsistent sizes now, naming the section
+
+    def build(self) -> ModelConfig:
+        """The ModelConfig this section describes (ConfigError naming the bad field)."""
+        if self.preset == "official":
+            base = ModelConfig()
+        else:
+            try:
+                base = ModelConfig.small(self.image_size, self.num_kp, self.width)
+            except ValueError as exc:
+                raise ConfigError(f"config model (preset small, image_size {self.image_size}, width "
+                                  f"{self.width}): {exc}") from None
+        parts = {}
+        for part, klass, current in (("motion", MotionEstimatorConfig, base.motion),
+                                     ("generator", GeneratorConfig, base.generator)):
+            overrides = dict(getattr(self, part))
+            names = {f.name for f in dataclasses.fields(klass)}
+            unknown = sorted(set(overrides) - names)
+            if unknown:
+                raise ConfigError(f"config model.{part}: unknown fields {unknown}; known: {sorted(names)}")
+            overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+            try:
+                parts[part] = dataclasses.replace(current, **overrides)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"config model.{part}: {exc}") from None
+        try:
+            return ModelConfig(**parts)
+        except ValueError as exc:
+            raise ConfigError(f"config model: {exc}") from None
+
+
+@dataclass
+class DiscriminatorSection:
+    """PatchGAN discriminator (official VQGANDiscriminator: ndf 64, n_layers 4)."""
+
+    base_channels: int = 64
+    num_layers: int = 4
+
+    def check(self, key: str = "discriminator") -> None:
+        self.base_channels = _int(f"{key}.base_channels", self.base_channels, 1)
+        self.num_layers = _int(f"{key}.num_layers", self.num_layers, 1)
+
+
+@dataclass
+class DataSection:
+    """FOMM-layout data (root/train, root/test) and its loader. batch_size is per process."""
+
+    root: str | None = None
+    id_sampling: bool = True
+    hflip: bool = True
+    time_flip: bool = True
+    repeats: int = 100
+    batch_size: int = 4
+    num_workers: int = 4
+    cache_mb: int = 256
+
+    def check(self, key: str = "data") -> None:
+        self.root = _optional_path(f"{key}.root", self.root)
+        for name in ("id_sampling", "hflip", "time_flip"):
+            setattr(self, name, _bool(f"{key}.{name}", getattr(self, name)))
+        self.repeats = _int(f"{key}.repeats", self.repeats, 1)
+        self.batch_size = _int(f"{key}.batch_size", self.batch_size, 1)
+        self.num_workers = _int(f"{key}.num_workers", self.num_workers, 0)
+        self.cache_mb = _int(f"{key}.cache_mb", self.cache_mb, 0)
+
+
+@dataclass
+class OptimSection:
+    """Three Adam optimisers (generator, motion estimator, discriminator) and MultiStepLR."""
+
+    lr: float = 8e-5
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = (200000, 225000)
+    gamma: float = 0.5
+
+    def check(self, key: str = "optim") -> None:
+        self.lr = _float(f"{key}.lr", self.lr, 0.0)
+        if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2:
+            _fail(f"{key}.betas", "two numbers in [0, 1)", self.betas)
+        self.betas = tuple(_float(f"{key}.betas", b, 0.0, 0.999999) for b in self.betas)
+        self.weight_decay = _float(f"{key}.weight_decay", self.weight_decay, 0.0)
+        if not isinstance(self.milestones, (list, tuple)):
+            _fail(f"{key}.milestones", "a list of iterations", self.milestones)
+        self.milestones = tuple(_int(f"{key}.milestones", m, 1) for m in self.milestones)
+        if list(self.milestones) != sorted(self.milestones):
+            _fail(f"{key}.milestones", "increasing iterations", self.milestones)
+        self.gamma = _float(f"{key}.gamma", self.gamma, 0.0)
+
+
+@dataclass
+class TrainSection:
+    """Loop settings.
+
+    total_iter: iterations (optimiser steps). accumulate: micro-batches per step.
+    precision: fp32 | bf16 (autocast) | fp16 (autocast + gradient scaler); flows and VQ
+    distances stay fp32. sync_bn: SyncBatchNorm in the motion estimator and discriminator
+    when running on several CUDA processes. find_unused_parameters: "auto" (on when a loss
+    term is off) or a bool. device: "auto" (CUDA when available), "cpu" or "cuda".
+    """
+
+    total_iter: int = 250000
+    ema_decay: float = 0.995
+    accumulate: int = 1
+    precision: str = "fp32"
+    sync_bn: bool = True
+    find_unused_parameters: Any = "auto"
+    device: str = "auto"
+
+    def check(self, key: str = "train") -> None:
+        self.total_iter = _int(f"{key}.total_iter", self.total_iter, 1)
+        self.ema_decay = _float(f"{key}.ema_decay", self.ema_decay, 0.0, 1.0)
+        self.accumulate = _int(f"{key}.accumulate", self.accumulate, 1)
+        if self.precision not in PRECISIONS:
+            _fail(f"{key}.precision", f"one of {PRECISIONS}", self.precision)
+        self.sync_bn = _bool(f"{key}.sync_bn", self.sync_bn)
+        if self.find_unused_parameters != "auto" and not isinstance(self.find_unused_parameters, bool):
+            _fail(f"{key}.find_unused_parameters", "'auto', true or false", self.find_unused_parameters)
+        if self.device not in ("auto", "cpu", "cuda"):
+            _fail(f"{key}.device", "'auto', 'cpu' or 'cuda'", self.device)
+
+
+@dataclass
+class EquivarianceSection:
+    """FOMM random transform (official sigma_affine 0.05, sigma_tps 0.005, points_tps 5)."""
+
+    sigma_affine: float = 0.05
+    sigma_tps: float = 0.005
+    points_tps: int = 5
+    align_corners: bool = False
+
+    def check(self, key: str = "loss.equivariance") -> None:
+        self.sigma_affine = _float(f"{key}.sigma_affine", self.sigma_affine, 0.0)
+        self.sigma_tps = _float(f"{key}.sigma_tps", self.sigma_tps, 0.0)
+        self.points_tps = _int(f"{key}.points_tps", self.points_tps, 0)
+        if self.points_tps == 1:
+            _fail(f"{key}.points_tps", "0 (no TPS) or an integer >= 2", 1)
+        self.align_corners = _bool(f"{key}.align_corners", self.align_corners)
+
+
+_LOSS_WEIGHT_FIELDS = (
+    "l1", "perceptual", "low_res", "gan", "adaptive_gan", "gan_max_ratio", "motion_vq", "appearance_vq",
+    "motion_recon", "equivariance_value", "equivariance_jacobian", "keypoint_distance",
+    "perceptual_layer_weights", "start_iters",
+)
+
+
+@dataclass
+class LossSection:
+    """Loss weights and start iterations (`LossWeights` fields) plus the perceptual network.
+
+    perceptual_scales: pyramid scales (official 1, .5, .25, .125; the smallest level must be
+    >= 16 px). vgg_weights: local torchvision-format VGG19 file; random_vgg: allow random
+    weights (smoke runs only). vgg_stage_channels: VGG widths (only the standard loads weights).
+    """
+
+    l1: float = 1.0
+    perceptual: float = 1.0
+    low_res: float = 0.5
+    gan: float = 0.8
+    adaptive_gan: bool = True
+    gan_max_ratio: float = 1.0
+    motion_vq: float = 1.0
+    appearance_vq: float = 1.0
+    motion_recon: float = 32.0
+    equivariance_value: float = 1.0
+    equivariance_jacobian: float = 1.0
+    keypoint_distance: float = 1.0
+    perceptual_layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
+    start_iters: dict = field(default_factory=lambda: {"gan": 5001})
+    perceptual_scales: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
+    vgg_weights: str | None = None
+    random_vgg: bool = False
+    vgg_stage_channels: tuple[int, ...] = (64, 128, 256, 512, 512)
+    equivariance: EquivarianceSection = field(default_factory=EquivarianceSection)
+
+    def check(self, key: str = "loss") -> None:
+        try:
+            self.weights()
+        except ValueError as exc:
+            raise ConfigError(f"config {key}: {exc}") from None
+        if not isinstance(self.perceptual_scales, (list, tuple)) or not self.perceptual_scales:
+            _fail(f"{key}.perceptual_scales", "a non-empty list of scales 1/n", self.perceptual_scales)
+        self.perceptual_scales = tuple(_float(f"{key}.perceptual_scales", s, 1e-6, 1.0) for s in self.perceptual_scales)
+        self.perceptual_layer_weights = tuple(self.perceptual_layer_weights)
+        self.vgg_weights = _optional_path(f"{key}.vgg_weights", self.vgg_weights)
+        self.random_vgg = _bool(f"{key}.random_vgg", self.random_vgg)
+        if not isinstance(self.vgg_stage_channels, (list, tuple)) or len(self.vgg_stage_channels) != 5:
+            _fail(f"{key}.vgg_stage_channels", "5 positive integers", self.vgg_stage_channels)
+        self.vgg_stage_channels = tuple(_int(f"{key}.vgg_stage_channels", c, 1) for c in self.vgg_stage_channels)
+        self.equivariance.check(f"{key}.equivariance")
+
+    def weights(self):
+        """The `LossWeights` of this section."""
+        from .losses import LossWeights
+
+        return LossWeights.from_dict({name: getattr(self, name) for name in _LOSS_WEIGHT_FIELDS})
+
+
+@dataclass
+class LogSection:
+    """Console, TensorBoard and validation cadence (in iterations; 0 turns a thing off)."""
+
+    print_every: int = 50
+    progress: bool = True
+    tensorboard: bool = True
+    image_every: int = 1000
+    val_every: int = 5000
+    val_videos: int = 8
+    val_frames: int = 32
+
+    def check(self, key: str = "log") -> None:
+        for name in ("print_every", "image_every", "val_every", "val_videos", "val_frames"):
+            setattr(self, name, _int(f"{key}.{name}", getattr(self, name), 0))
+        self.progress = _bool(f"{key}.progress", self.progress)
+        self.tensorboard = _bool(f"{key}.tensorboard", self.tensorboard)
+
+
+@dataclass
+class CheckpointSection:
+    """Checkpoint every `every` iterations (and at the end); keep the last `keep_last`."""
+
+    every: int = 5000
+    keep_last: int = 3
+
+    def check(self, key: str = "checkpoint") -> None:
+        self.every = _int(f"{key}.every", self.every, 0)
+        self.keep_last = _int(f"{key}.keep_last", self.keep_last, 1)
+
+
+_SECTIONS = {
+    "model": ModelSection,
+    "discriminator": DiscriminatorSection,
+    "data": DataSection,
+    "optim": OptimSection,
+    "train": TrainSection,
+    "loss": LossSection,
+    "log": LogSection,
+    "checkpoint": CheckpointSection,
+}
+
+
+@dataclass
+class TrainConfig:
+    """The whole training configuration (see the module docstring)."""
+
+    name: str = "mcc"
+    seed: int = 0
+    model: ModelSection = field(default_factory=ModelSection)
+    discriminator: DiscriminatorSection = field(default_factory=DiscriminatorSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    loss: LossSection = field(default_factory=LossSection)
+    log: LogSection = field(default_factory=LogSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+
+    def check(self) -> "TrainConfig":
+        """Validate and normalise every field in place; ConfigError naming the dotted key."""
+        if not isinstance(self.name, str) or not self.name:
+            _fail("name", "a non-empty string", self.name)
+        self.seed = _int("seed", self.seed, 0)
+        for section in _SECTIONS:
+            getattr(self, section).check(section)
+        return self
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """The ModelConfig to train."""
+        return self.model.build()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        """Build and validate from nested mappings (unknown keys are a ConfigError)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
+        top = {"name", "seed", *_SECTIONS}
+        unknown = sorted(set(data) - top)
+        if unknown:
+            raise ConfigError(f"config: unknown top-level keys {unknown}; known: {sorted(top)}")
+        kwargs: dict[str, Any] = {k: data[k] for k in ("name", "seed") if k in data}
+        for section, klass in _SECTIONS.items():
+            kwargs[section] = _section_from_dict(klass, data.get(section) or {}, section)
+        return cls(**kwargs).check()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (lists for tuples), YAML-serialisable; from_dict(to_dict()) == self."""
+        return _plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        """The config as YAML text."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _section_from_dict(klass, values: Any, key: str):
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"config {key}: expected a mapping, got {values!r}")
+    names = {f.name for f in dataclasses.fields(klass)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"config {key}: unknown keys {unknown}; known: {sorted(names)}")
+    values = dict(values)
+    if klass is LossSection and "equivariance" in values:
+        values["equivariance"] = _section_from_dict(EquivarianceSection, values["equivariance"] or {},
+                                                    f"{key}.equivariance")
+    return klass(**values)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---- loading and overrides -------------------------------------------------------------------
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """"optim.lr=1e-4" -> (["optim", "lr"], 1e-4): the value is read as YAML (lists, bools, null)."""
+    if not isinstance(text, str) or "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.lr=1e-4")
+    key, raw = text.split("=", 1)
+    path = key.strip().split(".")
+    if not all(path):
+        raise ConfigError(f"--set {text!r}: the key {key!r} has an empty part")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML: {exc}") from None
+    return path, value
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    """Apply ``key.sub=value`` overrides to nested dict `data` (a copy is returned).
+
+    The key must name a known field (checked when the result is validated); missing
+    intermediate sections are created.
+    """
+    import copy
+
+    data = copy.deepcopy(dict(data))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: {'.'.join(path[:i + 1])} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML config (a path, or a name of a shipped config: 'official', 'smoke', 'demo'),
+    apply `overrides` ("key=value" strings) and validate. None: the official defaults."""
+    data: dict = {}
+    if path is not None:
+        file = Path(path)
+        if not file.exists() and not file.suffix and (CONFIG_DIR / f"{path}.yaml").is_file():
+            file = CONFIG_DIR / f"{path}.yaml"
+        if not file.is_file():
+            shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+            raise FileNotFoundError(f"--config {os.fspath(path)!r}: no such file (shipped configs: {shipped})")
+        try:
+            data = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--config {str(file)!r}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"--config {str(file)!r}: expected a mapping at the top level")
+    return TrainConfig.from_dict(apply_overrides(data, overrides))

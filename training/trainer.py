@@ -1,0 +1,572 @@
+"""The MCC training loop: one process or many (`torchrun` + DistributedDataParallel).
+
+One iteration (1-based `step`, as the official counts), following ``appmotioncomp_model.py``:
+
+1. generator + motion estimator: for each of `accumulate` micro-batches, forward the model
+   (training outputs on) and the keypoint detector on a randomly transformed driving frame,
+   sum the active weighted terms (`TrainingObjective`), backward (loss / accumulate; DDP
+   syncs gradients on the last micro-batch only); step both Adam optimisers;
+2. the generator's EMA (decay 0.995);
+3. from the GAN's start iteration: the discriminator, hinge loss on real then on the
+   detached fakes (two backward passes, like the official), its Adam step;
+4. the three MultiStepLR schedulers.
+
+Randomness: model initialisation from `seed` (identical on every rank); the equivariance
+transform of micro-batch m of step s from a generator keyed on (seed, s, m) (m counted over
+all ranks), so a resumed run, or a run with a different split of the same micro-batches
+over ranks, draws the same transforms; data items are keyed on (seed, epoch, index) by the
+dataset. Mixed precision: bf16 autocast, or fp16 autocast with gradient scalers; flows and
+VQ distances stay fp32.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import signal
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, get_worker_info
+
+from mcc_fast.model.model import Model
+
+from .checkpointing import (
+    CheckpointError,
+    Checkpoint,
+    TrainingWeights,
+    latest_checkpoint,
+    load_checkpoint,
+    load_init_weights,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from .config import ConfigError, TrainConfig
+from .distributed import DistributedContext
+from .ema import ModelEma
+from .losses import PatchDiscriminator, PatchDiscriminatorConfig, hinge_fake_loss, hinge_real_loss
+from .monitor import TrainingMonitor, image_grid
+from .objective import TrainingObjective, build_perceptual_network
+from .sampler import DistributedStepSampler, MicroBatchStream
+from .validation import ValidationResult, validate
+
+__all__ = ["Trainer", "TrainResult", "train"]
+
+_AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainResult:
+    """What a run did: its folder, the last step, per-step losses of this rank, the last
+    checkpoint written, the last validation, and the names of unreadable (skipped) videos."""
+
+    out_dir: Path | None
+    step: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    checkpoint: Path | None = None
+    validation: ValidationResult | None = None
+    unreadable_videos: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+
+class _GeneratorStep(nn.Module):
+    """Everything that needs the generator's and motion estimator's gradients in one forward
+    (one DDP module): the model with its training outputs, and the keypoints of the
+    transformed driving frame for the equivariance losses."""
+
+    def __init__(self, model: Model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, source: torch.Tensor, driving: torch.Tensor, transformed: torch.Tensor | None = None):
+        output = self.model(source, driving, return_all=True, training=True)
+        kp_transformed = None
+        if transformed is not None:
+            kp_transformed = self.model.motion_estimator.keypoint_detector(transformed)
+        return output, kp_transformed
+
+
+def _micro_generator(seed: int, step: int, micro: int) -> torch.Generator:
+    """The CPU generator of micro-batch `micro` (global index) of iteration `step`."""
+    key = (seed * 1_000_003 + step) * 65_537 + micro
+    return torch.Generator().manual_seed(key % (2**63 - 1))
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state["numpy"] = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _as_tuple(value):
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _worker_init(worker_id: int) -> None:
+    """DataLoader workers: one thread each, RNGs seeded from (seed, rank, worker)."""
+    torch.set_num_threads(1)
+    info = get_worker_info()
+    base = getattr(info.dataset, "seed", 0) * 7919 + int(os.environ.get("RANK", "0")) * 104_729 + worker_id
+    random.seed(base)
+    np.random.seed(base % 2**32)
+    torch.manual_seed(base)
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM -> finish the current iteration, checkpoint, stop (a second SIGINT aborts)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequest":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except (ValueError, OSError):  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Builds everything from a `TrainConfig` and runs the loop (see the module docstring).
+
+    out_dir: run folder (config.yaml, train.log, tensorboard/, checkpoints/); None writes
+    nothing (no checkpoints, no logs). resume: None, "latest" (the newest checkpoint in
+    out_dir/checkpoints; a fresh start when there is none) or a checkpoint folder.
+    init_from: starting weights (see `checkpointing.load_init_weights`). context: the
+    distributed context (default: from torchrun's environment).
+    """
+
+    def __init__(self, config: TrainConfig, out_dir: str | os.PathLike | None = None, *,
+                 resume: str | os.PathLike | None = None, init_from: str | os.PathLike | None = None,
+                 context: DistributedContext | None = None) -> None:
+        self.config = config.check()
+        if config.data.root is None:
+            raise ConfigError("no training data: pass --data ROOT (a folder with train/ and test/) or set data.root")
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.ctx = context or DistributedContext.from_environment(config.train.device)
+        self.device = self.ctx.device
+        self.model_config = config.model_config
+        self.autocast_dtype = _AUTOCAST_DTYPES[config.train.precision]
+        self.monitor = TrainingMonitor(
+            self.out_dir, enabled=self.ctx.is_main, total_iter=config.train.total_iter,
+            progress=config.log.progress, tensorboard=config.log.tensorboard)
+        self._last_visuals: tuple[torch.Tensor, ...] = ()
+        self._build_networks(init_from)
+        self._build_optimisers()
+        self.step = 0
+        self._position = {"epoch": 0, "step_in_epoch": 0}
+        checkpoint = self._find_resume(resume)
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self._build_data()
+        self._wrap_distributed()
+
+    # ---- construction --------------------------------------------------------------------------
+
+    def _build_networks(self, init_from) -> None:
+        cfg = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+            self.model = Model(self.model_config)
+            self.discriminator = PatchDiscriminator(PatchDiscriminatorConfig(
+                base_channels=cfg.discriminator.base_channels, num_layers=cfg.discriminator.num_layers))
+        if self.discriminator.config.output_size(self.model_config.image_size) < 1:
+            raise ConfigError(f"config discriminator.num_layers {cfg.discriminator.num_layers}: too many for "
+                              f"{self.model_config.image_size}x{self.model_config.image_size} images")
+        init_weights = None
+        if init_from is not None:
+            init_weights, description = load_init_weights(init_from, self.model_config)
+            self._load_weights(init_weights, str(init_from), with_ema=False)
+            self.monitor.info(f"initialised from {description}")
+        self.ema = ModelEma(self.model.generator)
+        if init_weights is not None:
+            self._load_state(self.ema.average, init_weights.generator_ema, f"{init_from} (generator EMA)")
+        if self.ctx.is_distributed and cfg.train.sync_bn:
+            if self.device.type == "cuda":
+                self.model.motion_estimator = nn.SyncBatchNorm.convert_sync_batchnorm(self.model.motion_estimator)
+                self.discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminator)
+            else:
+                self.monitor.info("train.sync_bn: SyncBatchNorm needs CUDA; on CPU each process normalises "
+                                  "its own micro-batch")
+        self.model.to(self.device).train()
+        self.discriminator.to(self.device).train()
+        self.ema.to(self.device)
+        self.objective = TrainingObjective(cfg.loss, build_perceptual_network(cfg.loss, self.model_config.image_size))
+        self.objective.to(self.device)
+
+    def _load_state(self, module: nn.Module, state: dict, source: str) -> None:
+        try:
+            module.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{source}: weights do not fit: {exc}") from None
+
+    def _load_weights(self, weights: TrainingWeights, source: str, with_ema: bool = True) -> None:
+        self._load_state(self.model.generator, weights.generator, f"{source} (generator)")
+        self._load_state(self.model.motion_estimator, weights.motion_estimator, f"{source} (motion estimator)")
+        if with_ema:
+            self._load_state(self.ema.average, weights.generator_ema, f"{source} (generator EMA)")
+        if weights.discriminator is not None:
+            self._load_state(self.discriminator, weights.discriminator, f"{source} (discriminator)")
+
+    def _build_optimisers(self) -> None:
+        o = self.config.optim
+
+        def adam(params):
+            return torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+        self.optimizers = {
+            "generator": adam(self.model.generator.parameters()),
+            "motion_estimator": adam(self.model.motion_estimator.parameters()),
+            "discriminator": adam(self.discriminator.parameters()),
+        }
+        self.schedulers = {name: torch.optim.lr_scheduler.MultiStepLR(opt, list(o.milestones), o.gamma)
+                           for name, opt in self.optimizers.items()}
+        fp16 = self.config.train.precision == "fp16"
+        self.scalers = {name: torch.amp.GradScaler(self.device.type, enabled=fp16)
+                        for name in ("generator", "discriminator")}
+
+    def _build_data(self) -> None:
+        from .data import FramePairDataset, VideoSequenceDataset
+
+        cfg, d = self.config, self.config.data
+        size = self.model_config.image_size
+        self.dataset = FramePairDataset(
+            d.root, "train", size=size, repeats=d.repeats, id_sampling=d.id_sampling,
+            hflip_prob=0.5 if d.hflip else 0.0, time_flip_prob=0.5 if d.time_flip else 0.0,
+            seed=cfg.seed, cache_bytes=d.cache_mb * 2**20)
+        self.sampler = DistributedStepSampler(
+            len(self.dataset), d.batch_size, cfg.train.accumulate, self.ctx.world_size, self.ctx.rank, cfg.seed)
+        loader = DataLoader(
+            self.dataset, batch_sampler=self.sampler, num_workers=d.num_workers,
+            persistent_workers=d.num_workers > 0, pin_memory=self.device.type == "cuda",
+            worker_init_fn=_worker_init if d.num_workers > 0 else None)
+        position = self._position
+        if position.get("global_batch", self.sampler.global_batch) != self.sampler.global_batch:
+            # Another world size or batch: keep the epoch, restart it (not an exact resume).
+            self.monitor.info(f"resume: global batch {position['global_batch']} -> {self.sampler.global_batch}; "
+                              "the data order restarts at the current epoch")
+            position = {"epoch": position["epoch"], "step_in_epoch": 0}
+        self.stream = MicroBatchStream(loader, self.sampler, position["epoch"],
+                                       min(position["step_in_epoch"], self.sampler.steps_per_epoch))
+        self.val_dataset = None
+        if self.ctx.is_main and cfg.log.val_every > 0 and (Path(d.root) / "test").is_dir():
+            try:
+                self.val_dataset = VideoSequenceDataset(d.root, "test", size=size, max_frames=cfg.log.val_frames or None)
+            except (ValueError, FileNotFoundError) as exc:
+                self.monitor.info(f"validation off: {exc}")
+        self.monitor.info(
+            f"data: {len(self.dataset.videos)} training videos ({len(self.dataset)} items per epoch with repeats "
+            f"{d.repeats}), {self.sampler.steps_per_epoch} steps per epoch of {self.sampler.global_batch} pairs "
+            f"({self.ctx.world_size} process(es) x {cfg.train.accumulate} micro-batch(es) x {d.batch_size})")
+
+    def _find_unused(self) -> bool:
+        setting = self.config.train.find_unused_parameters
+        if setting != "auto":
+            return bool(setting)
+        w = self.objective.weights
+        needed = ("motion_vq", "appearance_vq", "motion_recon", "equivariance_value", "equivariance_jacobian")
+        return any(getattr(w, t) == 0 or w.start_iter(t) > 0 for t in needed)
+
+    def _wrap_distributed(self) -> None:
+        self.step_module: nn.Module = _GeneratorStep(self.model)
+        self.discriminator_ddp: nn.Module = self.discriminator
+        if not self.ctx.is_distributed:
+            return
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.step_module = DistributedDataParallel(self.step_module, device_ids=ids,
+                                                   find_unused_parameters=self._find_unused())
+        self.discriminator_ddp = DistributedDataParallel(self.discriminator, device_ids=ids)
+
+    # ---- resume --------------------------------------------------------------------------------
+
+    def _find_resume(self, resume) -> Checkpoint | None:
+        if resume is None:
+            return None
+        if str(resume) == "latest":
+            if self.out_dir is None:
+                raise ConfigError("--resume needs --out (the run folder holding checkpoints/)")
+            path = latest_checkpoint(self.out_dir / "checkpoints")
+            if path is None:
+                self.monitor.info(f"resume: no checkpoint in {self.out_dir / 'checkpoints'}; starting at step 0")
+                return None
+        else:
+            path = Path(resume)
+        return load_checkpoint(path)
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        if ckpt.config != self.model_config:
+            raise CheckpointError(f"{ckpt.path}: it holds a different model config than the training config "
+                                  "(resume with the config it was trained with)")
+        self._load_weights(ckpt.weights, str(ckpt.path))
+        state = ckpt.state
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        for name, sched in self.schedulers.items():
+            sched.load_state_dict(state["schedulers"][name])
+        for name, scaler in self.scalers.items():
+            if state["scalers"].get(name):
+                scaler.load_state_dict(state["scalers"][name])
+        self.step = int(state["step"])
+        self._position = dict(state["data"])
+        rng = state.get("rng", [])
+        if len(rng) == self.ctx.world_size:
+            _set_rng_state(rng[self.ctx.rank])
+        self.monitor.info(f"resumed from {ckpt.path} at step {self.step}")
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+
+    def save(self) -> Path | None:
+        """Write a checkpoint of the current step (collective: every rank must call it)."""
+        rng = self.ctx.all_gather_objects(_rng_state())
+        if not self.ctx.is_main or self.out_dir is None:
+            self.ctx.barrier()
+            return None
+        state = {
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+            "scalers": {k: v.state_dict() for k, v in self.scalers.items()},
+            "data": self.stream.position(),
+            "rng": rng,
+            "world_size": self.ctx.world_size,
+            "config": self.config.to_yaml(),
+            "worker_seeding": "worker RNGs = f(seed, rank, worker id); data items keyed on (seed, epoch, index)",
+        }
+        root = self.out_dir / "checkpoints"
+        path = save_checkpoint(
+            root, self.step, config=self.model_config, generator=self.model.generator,
+            generator_ema=self.ema.average, motion_estimator=self.model.motion_estimator,
+            discriminator=self.discriminator, state=state,
+            discriminator_config=vars(self.discriminator.config))
+        prune_checkpoints(root, self.config.checkpoint.keep_last)
+        self.monitor.info(f"checkpoint {path}")
+        self.ctx.barrier()
+        return path
+
+    # ---- one iteration -------------------------------------------------------------------------
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+
+    def _sync_context(self, module: nn.Module, sync: bool):
+        if sync or not isinstance(module, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return module.no_sync()
+
+    def train_step(self, micro_batches: list[dict]) -> dict[str, float]:
+        """Run iteration `self.step + 1` on this rank's micro-batches; returns its mean losses."""
+        step = self.step + 1
+        accumulate = len(micro_batches)
+        objective = self.objective
+        use_gan = objective.uses_gan(step)
+        use_eq = objective.uses_equivariance(step)
+        last_layer = self.model.generator.decoder.conv_out.weight
+        self.discriminator.requires_grad_(False)
+        for name in ("generator", "motion_estimator"):
+            self.optimizers[name].zero_grad(set_to_none=True)
+
+        sums: dict[str, torch.Tensor] = {}
+        fakes = []
+        for a, batch in enumerate(micro_batches):
+            source = batch["source"].to(self.device, non_blocking=True)
+            driving = batch["driving"].to(self.device, non_blocking=True)
+            transform = transformed = None
+            if use_eq:
+                generator = _micro_generator(self.config.seed, step, a * self.ctx.world_size + self.ctx.rank)
+                transform = objective.sample_transform(source.shape[0], generator, self.device)
+                transformed = objective.transform_frame(transform, driving)
+            with self._sync_context(self.step_module, a == accumulate - 1):
+                with self._autocast():
+                    output, kp_transformed = self.step_module(source, driving, transformed)
+                    terms, diagnostics = objective.generator_terms(
+                        output, driving, step, kp_transformed=kp_transformed, transform=transform,
+                        discriminator=self.discriminator if use_gan else None, last_layer=last_layer)
+                    if not terms:
+                        raise ConfigError(f"no loss term is active at iteration {step}: check the loss weights")
+                    total = torch.stack([t.float() for t in terms.values()]).sum()
+                self.scalers["generator"].scale(total / accumulate).backward()
+            for k, v in {**terms, **diagnostics, "total": total}.items():
+                sums[k] = sums.get(k, 0) + v.detach().float()
+            fakes.append((driving, output.frame.detach()))
+            self._last_visuals = (source, driving, output.frame.detach(),
+                                  output.generator.training.low_res_frame.detach())
+        for name in ("generator", "motion_estimator"):
+            self.scalers["generator"].step(self.optimizers[name])
+        self.scalers["generator"].update()
+        self.ema.update(self.model.generator, self.config.train.ema_decay)
+
+        if use_gan:
+            self.discriminator.requires_grad_(True)
+            self.optimizers["discriminator"].zero_grad(set_to_none=True)
+            for a, (real, fake) in enumerate(fakes):
+                with self._sync_context(self.discriminator_ddp, a == accumulate - 1):
+                    with self._autocast():
+                        loss_real = hinge_real_loss(self.discriminator_ddp(real))
+                    self.scalers["discriminator"].scale(loss_real / accumulate).backward()
+                    with self._autocast():
+                        loss_fake = hinge_fake_loss(self.discriminator_ddp(fake))
+                    self.scalers["discriminator"].scale(loss_fake / accumulate).backward()
+                sums["d_real"] = sums.get("d_real", 0) + loss_real.detach()
+                sums["d_fake"] = sums.get("d_fake", 0) + loss_fake.detach()
+            self.scalers["discriminator"].step(self.optimizers["discriminator"])
+            self.scalers["discriminator"].update()
+            self.discriminator.requires_grad_(False)
+
+        with warnings.catch_warnings():  # the discriminator's schedule runs before its first step
+            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
+            for sched in self.schedulers.values():
+                sched.step()
+        self.step = step
+        names = list(sums)
+        values = (torch.stack([sums[k] for k in names]) / accumulate).tolist()  # one device sync
+        return dict(zip(names, values))
+
+    # ---- reporting -----------------------------------------------------------------------------
+
+    def _unreadable(self) -> list[str]:
+        names = self.ctx.all_gather_objects(self.dataset.videos.unreadable_videos())
+        return sorted(set().union(*map(set, names)))
+
+    def _report(self, window: list[dict[str, float]], unreadable: list[str]) -> None:
+        # Every rank logs the same keys (the terms depend only on the iteration).
+        keys = sorted({k for row in window for k in row})
+        sums = torch.tensor([[row.get(k, 0.0) for k in keys] for row in window], dtype=torch.float64).sum(0)
+        counts = torch.tensor([[float(k in row) for k in keys] for row in window], dtype=torch.float64).sum(0)
+        totals = self.ctx.all_reduce_sum(torch.cat([sums, counts]).to(self.device)).cpu()
+        n = len(keys)
+        means = {k: float(totals[i]) / max(float(totals[n + i]), 1.0) for i, k in enumerate(keys)}
+        if not self.ctx.is_main:
+            return
+        rate = self.monitor.iterations_per_second(self.step)
+        lr = self.optimizers["generator"].param_groups[0]["lr"]
+        text = " ".join(f"{k} {v:.4f}" for k, v in means.items())
+        self.monitor.info(f"step {self.step}/{self.config.train.total_iter} lr {lr:.3g} {text} "
+                          f"| {rate:.2f} it/s | unreadable videos skipped: {len(unreadable)}")
+        self.monitor.scalars(self.step, {**means, "lr": lr, "iterations_per_second": rate,
+                                         "unreadable_videos": len(unreadable)})
+
+    def _validate(self) -> ValidationResult | None:
+        result = None
+        if self.ctx.is_main and self.val_dataset is not None:
+            log = self.config.log
+            result = validate(self.model.motion_estimator, self.ema.average, self.val_dataset,
+                              self.device, max_videos=log.val_videos, max_frames=log.val_frames or 10**9,
+                              batch_size=self.config.data.batch_size, autocast_dtype=self.autocast_dtype)
+            self.monitor.info(
+                f"validation step {self.step}: L1 {result.l1:.4f} PSNR {result.psnr:.2f} dB "
+                f"(no-motion baseline L1 {result.l1_no_motion:.4f} PSNR {result.psnr_no_motion:.2f} dB) "
+                f"on {result.frames} frames of {result.videos} videos")
+            self.monitor.scalars(self.step, result.as_dict(), prefix="val")
+        self.ctx.barrier()
+        return result
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    def train(self, stop_at: int | None = None) -> TrainResult:
+        """Train until `train.total_iter` (or `stop_at`, then checkpoint as if interrupted)."""
+        cfg = self.config
+        log, every = cfg.log, cfg.checkpoint.every
+        if self.ctx.is_main and self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            from mcc_fast.model.checkpoint import atomic_write_bytes
+
+            atomic_write_bytes(self.out_dir / "config.yaml", cfg.to_yaml().encode())
+        params = self.model.num_parameters()
+        self.monitor.info(
+            f"training {cfg.name}: {params['total'] / 1e6:.2f}M parameters (generator {params['generator'] / 1e6:.2f}M, "
+            f"motion estimator {params['motion_estimator'] / 1e6:.2f}M), {self.model_config.image_size}px, "
+            f"device {self.device}, world size {self.ctx.world_size}, precision {cfg.train.precision}, "
+            f"from step {self.step} to {cfg.train.total_iter}")
+        result = TrainResult(out_dir=self.out_dir, step=self.step)
+        window: list[dict[str, float]] = []
+        known_unreadable = 0
+        interrupted = False
+        self.monitor.iterations_per_second(self.step)
+        with _StopRequest() as stop:
+            while self.step < cfg.train.total_iter:
+                losses = self.train_step(self.stream.next_step())
+                if not all(math.isfinite(v) for v in losses.values()):
+                    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+                    self.monitor.info(f"step {self.step}: non-finite losses {bad}")
+                result.history.append(losses)
+                window.append(losses)
+                self.monitor.step(self.step, losses)
+                last = self.step >= cfg.train.total_iter
+                if (log.print_every and self.step % log.print_every == 0) or last:
+                    unreadable = self._unreadable()
+                    if len(unreadable) > known_unreadable:
+                        self.monitor.info(f"skipped {len(unreadable)} unreadable video(s) so far: "
+                                          f"{', '.join(unreadable[:10])}")
+                        known_unreadable = len(unreadable)
+                    self._report(window, unreadable)
+                    window = []
+                if self.ctx.is_main and log.image_every and self.step % log.image_every == 0 and self._last_visuals:
+                    self.monitor.images(self.step, "train/source_driving_output_lowres",
+                                        image_grid(list(self._last_visuals)))
+                if log.val_every and self.step % log.val_every == 0:
+                    result.validation = self._validate() or result.validation
+                interrupted = self.ctx.any_flag(stop.requested or (stop_at is not None and self.step >= stop_at))
+                if (every and self.step % every == 0) or last or interrupted:
+                    result.checkpoint = self.save() or result.checkpoint
+                if interrupted:
+                    self.monitor.info(f"stopped at step {self.step}; continue with --resume")
+                    break
+        result.step = self.step
+        result.unreadable_videos = self._unreadable()
+        result.interrupted = interrupted
+        if result.unreadable_videos:
+            self.monitor.info(f"unreadable videos skipped: {len(result.unreadable_videos)} "
+                              f"({', '.join(result.unreadable_videos[:10])})")
+        self.monitor.info(f"done at step {self.step}")
+        return result
+
+    def close(self) -> None:
+        """Stop data workers and close the logs (the process group is left to `DistributedContext.close`)."""
+        stream = getattr(self, "stream", None)
+        if stream is not None:
+            stream.close()
+        self.monitor.close()
+
+
+def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume=None, init_from=None,
+          stop_at: int | None = None) -> TrainResult:
+    """Build a `Trainer` from the environment (torchrun or one process), train, clean up."""
+    context = DistributedContext.from_environment(config.check().train.device)
+    trainer = None
+    try:
+        trainer = Trainer(config, out_dir, resume=resume, init_from=init_from, context=context)
+        return trainer.train(stop_at=stop_at)
+    finally:
+        if trainer is not None:
+            trainer.close()
+        context.close()
