@@ -25,9 +25,18 @@ def _module():
 
 
 def _cuobjdump() -> str:
-    for candidate in (shutil.which("cuobjdump"), "/usr/local/cuda/bin/cuobjdump"):
+    candidates = [shutil.which("cuobjdump"), "/usr/local/cuda/bin/cuobjdump"]
+    try:  # Triton's wheel bundles one (CUDA images without the full toolkit lack it)
+        import triton
+
+        candidates.append(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump"))
+    except ImportError:
+        pass
+    for candidate in candidates:
         if candidate and os.path.exists(candidate):
             return candidate
+    if REQUIRED:
+        pytest.fail("MCC_FAST_REQUIRE_CUDA_BUILD=1 but no cuobjdump to inspect the module with")
     pytest.skip("cuobjdump not found")
 
 
