@@ -1,0 +1,47 @@
+"""`mcc-fast demo`: outputs, layout, refusal to overwrite, and a clear error without the model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mcc_fast
+from mcc_fast.cli import main
+from mcc_fast.commands import demo
+from mcc_fast.io.video import iter_video_frames
+from mcc_fast.model import ModelConfig
+
+
+@pytest.fixture()
+def small_demo_model(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    path = mcc_fast.Model(ModelConfig.small(64, num_kp=5, width=16)).save_pretrained(tmp_path / "demo.safetensors")
+    monkeypatch.setattr(demo, "DEMO_MODEL", path)
+    return path
+
+
+def test_demo_writes_video_side_by_side_and_contact_sheet(tmp_path, small_demo_model, capsys):
+    out = tmp_path / "demo_out"
+    assert main(["demo", "--output", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr()
+    assert "embedded demo model" in printed.err
+    assert str(out / "out.mp4") in printed.out
+    n_driving = len(list(iter_video_frames(demo.DEMO_DRIVING)))
+    result = list(iter_video_frames(out / "out.mp4"))
+    panels = list(iter_video_frames(out / "side_by_side.mp4"))
+    assert len(result) == len(panels) == n_driving
+    assert result[0].shape == (64, 64, 3) and panels[0].shape == (64, 192, 3)
+    sheet = np.asarray(Image.open(out / "contact_sheet.png"))
+    assert sheet.shape[0] == 3 * 64 and sheet.shape[1] == 64 * len(range(0, n_driving, 4))
+    # an existing output is not overwritten without --overwrite
+    assert main(["demo", "--output", str(out), "--device", "cpu"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["demo", "--output", str(out), "--device", "cpu", "--overwrite"]) == 0
+
+
+def test_demo_without_the_model_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "DEMO_MODEL", tmp_path / "missing.safetensors")
+    assert main(["demo", "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.safetensors" in err and "Traceback" not in err
