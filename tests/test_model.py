@@ -198,3 +198,17 @@ def test_bad_inputs_are_clear_errors(small_model, bad, match):
 def test_training_flag_requires_return_all(small_model):
     with pytest.raises(ValueError, match="return_all"):
         small_model(*_pair(), training=True)
+
+
+@pytest.mark.parametrize("dtype, bound", [(torch.float16, 0.05), (torch.bfloat16, 0.3)])
+def test_half_precision_reference_forward(small_model, dtype, bound):
+    """A model cast to fp16/bf16 runs end to end (flows stay fp32 inside) and stays near fp32."""
+    source, driving = _pair(batch=1)
+    half = mcc_fast.Model(small_model.config)
+    half.load_state_dict(small_model.state_dict())
+    half = half.eval().to(dtype)
+    with torch.no_grad():
+        expected = small_model(source, driving)
+        out = half(source.to(dtype), driving.to(dtype))
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    assert (out.float() - expected).abs().max() < bound * max(1.0, float(expected.abs().max()))

@@ -99,7 +99,8 @@ class Generator(nn.Module):
             # Motion codebook compensation and the MRFA update of flow and occlusion.
             warped_for_query = warp(feature, flow)
             query = self.motion.query(k, warped_for_query, heatmap_features)
-            displacement = (flow - grid) * pixels
+            # Flows stay fp32; a half-precision model reads the displacement in its own dtype.
+            displacement = ((flow - grid) * pixels).to(feature.dtype)
             motion = self.motion(k, displacement, query, quantize=training)
             delta_flow, delta_occlusion = self.flow_updater(
                 k, displacement.permute(0, 3, 1, 2), motion.tokens, warped_for_query)

@@ -42,7 +42,8 @@ class MotionQueryEncoder(nn.Module):
     def heatmap_features(self, heatmaps: torch.Tensor) -> torch.Tensor:
         """(B, K, h, w) driving heatmaps -> (B, md, T, T), shared by every scale of a frame."""
         resized = F.interpolate(heatmaps, size=(self.grid, self.grid), mode="bilinear", align_corners=True)
-        return F.relu(self.heatmap_projection(resized))
+        # The motion estimator keeps its heatmaps in fp32; a half-precision model convolves in its own dtype.
+        return F.relu(self.heatmap_projection(resized.to(self.heatmap_projection.weight.dtype)))
 
     def forward(self, scale: int, warped_source: torch.Tensor, heatmap_features: torch.Tensor) -> torch.Tensor:
         """warped_source (B, C_k, R, R) -> query (B, md, T, T)."""

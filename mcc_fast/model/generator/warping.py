@@ -35,14 +35,15 @@ def resize_flow(flow: torch.Tensor, size: int) -> torch.Tensor:
 
 def warp(feature: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Sample `feature` (B, C, H, W) at `flow` resized to H x W: bilinear, zeros, align_corners=True."""
-    return F.grid_sample(feature, resize_flow(flow, feature.shape[-1]), align_corners=True)
+    grid = resize_flow(flow, feature.shape[-1]).to(feature.dtype)  # no-op in fp32 (half models sample in their dtype)
+    return F.grid_sample(feature, grid, align_corners=True)
 
 
 def occlude(feature: torch.Tensor, occlusion: torch.Tensor) -> torch.Tensor:
     """feature (B, C, H, W) x occlusion (B, 1, h, w) resized to H x W (align_corners=True)."""
     if occlusion.shape[-2:] != feature.shape[-2:]:
         occlusion = F.interpolate(occlusion, size=feature.shape[-2:], mode="bilinear", align_corners=True)
-    return feature * occlusion
+    return feature * occlusion.to(feature.dtype)
 
 
 def out_of_frame_tokens(flow: torch.Tensor, grid: int) -> torch.Tensor:
