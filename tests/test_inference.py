@@ -276,3 +276,31 @@ def test_convex_hull_area_and_movement_scale():
     assert scale.tolist() == [1.0]
     scaled = normalize_keypoints(Keypoints(2 * kp[:1]), Keypoints(kp[1:] + 0.1), Keypoints(kp[:1]))
     torch.testing.assert_close(scaled.value, 2 * kp[:1] + 2 * (kp[1:] + 0.1 - kp[:1]))
+
+
+# ---- the fast path -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_fast_path_gives_the_reference_frames(model, face, relative):
+    # A noise clip: with the square clip one absolute flow lies 7e-6 from |flow| = 1, where the
+    # discrete out-of-frame token mask may legitimately flip between two float32 paths.
+    clip = np.random.default_rng(5).integers(0, 255, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    ref = torch.stack(list(model.animate(face, clip, relative=relative, batch_size=2, output="tensor", fast=False)))
+    fast = torch.stack(list(model.animate(face, clip, relative=relative, batch_size=2, output="tensor", fast=True)))
+    assert fast.shape == ref.shape
+    assert (fast - ref).abs().max() < 1e-3
+
+
+def test_fast_path_follows_the_model_flag(model, face, clip, reference_output, monkeypatch):
+    calls = []
+    real_fast = model.fast
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real_fast(*args, **kwargs)
+
+    monkeypatch.setattr(model, "fast", spy)
+    monkeypatch.setattr(model, "fast_path", True)
+    frames = torch.stack(list(model.animate(face, clip, batch_size=3, output="tensor")))
+    assert calls, "model.fast_path=True must route animate through the fast path"
+    assert (frames - reference_output).abs().max() < 1e-3

@@ -62,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="crop box of the face in the source image (pixels), or 'center'")
     parser.add_argument("--side-by-side", action="store_true", help="write [source | driving | result] frames")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument("--reference-path", action="store_true",
+                        help="render with the reference path (op for op the authors' model) instead of the fast path")
     parser.add_argument("--strict", action="store_true",
                         help="refuse inputs that are not the model's size (after cropping) instead of resizing them")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -167,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         frames = model.animate(
             source_image, iter_video_frames(driving, what="--driving video"), relative=args.relative,
             adapt_scale=args.adapt_scale, batch_size=args.batch, side_by_side=args.side_by_side, crop=crop,
-            source_crop=source_crop, strict=args.strict, note=note)
+            source_crop=source_crop, strict=args.strict, note=note, fast=not args.reference_path)
         audio_from = driving if info.has_audio else None
         with VideoWriter(output, info.fps, audio_from=audio_from, overwrite=args.overwrite) as writer, \
                 tqdm(total=info.estimated_frames(), unit="frame", desc="animate", file=sys.stderr,

@@ -33,7 +33,7 @@ class _Source:
 
     image: torch.Tensor  # (1, 3, S, S)
     keypoints: Keypoints  # value (1, K, 2), jacobian (1, K, 2, 2) or None
-    features: SourceFeatures
+    features: Any  # SourceFeatures (reference path) or the fast path's SourceCache
 
 
 class _NoteOnce:
@@ -135,7 +135,7 @@ def _model_placement(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]
 def animate(model: "Model", source: Any, driving: Any, *, relative: bool = True, adapt_scale: bool = True,
             reference: Any = None, batch_size: int = 8, output: str = "numpy", side_by_side: bool = False,
             crop: CropBox | None = None, source_crop: CropBox | None = None, strict: bool = False,
-            note: Callable[[str], None] | None = None) -> Iterator[np.ndarray | torch.Tensor]:
+            note: Callable[[str], None] | None = None, fast: bool | None = None) -> Iterator[np.ndarray | torch.Tensor]:
     """Animate `source` with the motion of `driving`; returns an iterator of output frames.
 
     source: one image: uint8 (H, W, 3) array, PIL image, float tensor (3, H, W) or (1, 3, H, W)
@@ -155,6 +155,9 @@ def animate(model: "Model", source: Any, driving: Any, *, relative: bool = True,
         before the resize to the model's size S; source_crop: the same for the source.
     strict: refuse inputs that are not S x S (after cropping) instead of resizing them with a note.
     note: callback for notes (resize); default: a `ResizeNote` warning, once per distinct note.
+    fast: render through the fast path (`model.fast()`: same weights, fp32 frames within 1e-3
+        of the reference path, faster); None follows `model.fast_path` (True after
+        `from_pretrained` on CUDA). False: the reference path.
 
     The model expects aligned face crops (the face centred, filling most of a square frame).
     Arguments and the source are checked when this is called; driving frames as they are read
@@ -185,26 +188,38 @@ def animate(model: "Model", source: Any, driving: Any, *, relative: bool = True,
             raise ValueError(f"reference: expected one frame, got a batch of {reference_image.shape[0]}")
 
     batches = _driving_batches(driving, batch_size, lambda frames: prepare(frames, "driving", crop))
+    if fast is None:
+        fast = bool(getattr(model, "fast_path", False))
     me, generator = model.motion_estimator, model.generator
     with torch.no_grad(), _eval_mode(model):
-        state = _Source(image=source_image, keypoints=me.keypoints(source_image),
-                        features=generator.encode_source(source_image))
-        kp_reference = None if reference_image is None else me.keypoints(reference_image)
+        if fast:
+            fast_model = model.fast()
+            cache = fast_model.prepare_source(source_image)
+            state = _Source(image=source_image, keypoints=cache.keypoints, features=cache)
+            detect = fast_model.keypoints
+        else:
+            state = _Source(image=source_image, keypoints=me.keypoints(source_image),
+                            features=generator.encode_source(source_image))
+            detect = me.keypoints
+        kp_reference = None if reference_image is None else detect(reference_image)
 
     return _frames(model, state, batches, kp_reference, relative=relative, adapt_scale=adapt_scale,
-                   output=output, side_by_side=side_by_side)
+                   output=output, side_by_side=side_by_side, fast=fast)
 
 
 def _frames(model: "Model", state: _Source, batches: Iterator[torch.Tensor], kp_reference: Keypoints | None, *,
-            relative: bool, adapt_scale: bool, output: str, side_by_side: bool) -> Iterator[np.ndarray | torch.Tensor]:
+            relative: bool, adapt_scale: bool, output: str, side_by_side: bool,
+            fast: bool = False) -> Iterator[np.ndarray | torch.Tensor]:
     """The per-batch loop of `animate` (no_grad and eval mode are entered per batch, never
-    across a `yield`, so the caller's grad mode and the model's mode are left alone)."""
+    across a `yield`, so the caller's grad mode and the model's mode are left alone).
+    With `fast`, `state.features` is the fast path's SourceCache."""
     me, generator = model.motion_estimator, model.generator
+    detect = model.fast().keypoints if fast else me.keypoints
     scale: torch.Tensor | float | None = None
     for driving in batches:
         n = driving.shape[0]
         with torch.no_grad(), _eval_mode(model):
-            kp_driving = me.keypoints(driving)
+            kp_driving = detect(driving)
             if relative:
                 if kp_reference is None:  # the first driving frame
                     kp_reference = kp_driving[0:1]
@@ -214,9 +229,12 @@ def _frames(model: "Model", state: _Source, batches: Iterator[torch.Tensor], kp_
             else:
                 kp_target = kp_driving
             source = state.image.expand(n, -1, -1, -1)
-            motion = me.dense_motion(source, _expand(state.keypoints, n), kp_target)
-            features = SourceFeatures(per_scale=tuple(f.expand(n, *f.shape[1:]) for f in state.features.per_scale))
-            frames = generator.render(features, motion).clamp_(-1.0, 1.0)
+            if fast:
+                frames = model.fast().render_frame(state.features, kp_driving=kp_target).clamp(-1.0, 1.0)
+            else:
+                motion = me.dense_motion(source, _expand(state.keypoints, n), kp_target)
+                features = SourceFeatures(per_scale=tuple(f.expand(n, *f.shape[1:]) for f in state.features.per_scale))
+                frames = generator.render(features, motion).clamp_(-1.0, 1.0)
             if side_by_side:
                 frames = torch.cat([source.to(frames.dtype), driving.to(frames.dtype), frames], dim=-1)
             result = to_uint8_frames(frames) if output == "numpy" else frames

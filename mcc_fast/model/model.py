@@ -75,7 +75,7 @@ class Model(nn.Module):
 
         FOMM relative motion with the convex-hull scale by default; inputs as arrays, PIL
         images, tensors or paths; options reference, output, side_by_side, crop, source_crop,
-        strict, note: see `mcc_fast.inference.animate`.
+        strict, note, fast (fast path; default `self.fast_path`): see `mcc_fast.inference.animate`.
         """
         from ..inference.animator import animate
 
