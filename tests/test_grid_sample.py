@@ -4,7 +4,6 @@ grids inside, on and far outside [-1, 1], pixel centres, odd/size-1 shapes, stri
 gradients, NaN grids, determinism, int64 indexing, bad input, custom-op registration."""
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 
@@ -18,6 +17,8 @@ if not torch.cuda.is_available():
 import mcc_fast  # noqa: E402
 from mcc_fast.ops import grid_sample  # noqa: E402
 from mcc_fast.reference import warp as reference  # noqa: E402
+from kernel_helpers import deterministic_algorithms  # noqa: E402
+from kernel_helpers import require_backend as _require  # noqa: E402
 
 HAS_GPU = torch.cuda.is_available()
 DEV = torch.device("cuda" if HAS_GPU else "cpu")
@@ -27,21 +28,8 @@ PADDINGS = ["zeros", "border", "reflection"]
 TOL = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 
-@contextlib.contextmanager
-def deterministic_algorithms():
-    """torch.use_deterministic_algorithms(True) for the block, restored afterwards."""
-    prev, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(prev, warn_only=warn)
 
 
-def _require(backend: str) -> None:
-    status = mcc_fast.backends()[backend]
-    if not status.available:
-        pytest.skip(f"{backend}: {status.reason}")
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -5,7 +5,6 @@ H != W, strides and channels-last, dtypes, gradients of every input, NaN flows, 
 int64 indexing, bad input, custom-op registration."""
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 
@@ -19,6 +18,8 @@ if not torch.cuda.is_available():
 import mcc_fast  # noqa: E402
 from mcc_fast.ops import warp, warp_many  # noqa: E402
 from mcc_fast.reference import warp as reference  # noqa: E402
+from kernel_helpers import deterministic_algorithms  # noqa: E402
+from kernel_helpers import require_backend as _require  # noqa: E402
 
 HAS_GPU = torch.cuda.is_available()
 DEV = torch.device("cuda" if HAS_GPU else "cpu")
@@ -26,20 +27,8 @@ KERNEL_BACKENDS = ["triton", pytest.param("cuda", marks=pytest.mark.gpu)]
 TOL = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 
-@contextlib.contextmanager
-def deterministic_algorithms():
-    prev, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(prev, warn_only=warn)
 
 
-def _require(backend: str) -> None:
-    status = mcc_fast.backends()[backend]
-    if not status.available:
-        pytest.skip(f"{backend}: {status.reason}")
 
 
 def _gen(seed):
