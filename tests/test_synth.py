@@ -99,6 +99,29 @@ def test_parameters_validation():
         synth.sample_motion(np.random.default_rng(0), 0.0)
 
 
+def test_head_motion_scales_the_pose_and_nothing_else():
+    rng = lambda: np.random.default_rng([5, 1, 2])  # noqa: E731
+    calm, wide, still = (synth.sample_motion(rng(), 2.0, head_motion=h) for h in (1.0, 2.5, 0.0))
+    assert synth.sample_motion(rng(), 2.0) == calm  # 1 is the default
+    pose = ("yaw", "pitch", "nod", "roll", "tx", "ty", "zoom")
+    for key in calm:
+        if key in pose:
+            assert np.allclose(wide[key]["amp"], np.asarray(calm[key]["amp"]) * 2.5, atol=1e-5)
+            assert wide[key]["freq"] == calm[key]["freq"] and wide[key]["phase"] == calm[key]["phase"]
+            assert not any(still[key]["amp"])
+        else:  # talking, blinks, gaze and brows are the same draws
+            assert wide[key] == calm[key] == still[key]
+    identity = synth.sample_identity(np.random.default_rng([5, 0, 2]))
+    moved = [np.abs(v[1:].astype(np.int16) - v[:1]).mean() for v in
+             (synth.render_video(identity, m, frames=12, size=32) for m in (still, calm, wide))]
+    assert moved[0] < moved[1] < moved[2], moved  # a still head moves least, a wide one most
+    for bad in (-0.5, float("nan"), float("inf"), "2", True):
+        with pytest.raises(ValueError, match="head_motion"):
+            synth.sample_motion(rng(), 2.0, head_motion=bad)
+    with pytest.raises(ValueError, match="head_motion"):
+        synth.write_dataset("unused", videos=1, frames=2, size=32, head_motion=-1)
+
+
 def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -160,6 +183,16 @@ def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--out", str(out), "--videos", "0"])
     assert "--videos" in capsys.readouterr().err
+    for bad in ("-1", "inf", "fast"):
+        with pytest.raises(SystemExit):
+            main(["--out", str(out), "--head-motion", bad])
+        assert "--head-motion" in capsys.readouterr().err
+    wide = tmp_path / "wide"
+    assert main(["--out", str(wide), "--videos", "1", "--frames", "2", "--size", "32", "--format", "png",
+                 "--head-motion", "2.5", "--test-fraction", "0", "--quiet"]) == 0
+    assert json.loads((wide / "synth.json").read_text())["head_motion"] == 2.5
+    meta = json.loads((wide / "meta" / "train" / "id00000#000.json").read_text())
+    assert meta["motion"] == synth.sample_motion(np.random.default_rng([0, 1, 0, 0]), 2 / 25, head_motion=2.5)
     import argparse
 
     parser = add_synth_arguments(argparse.ArgumentParser())

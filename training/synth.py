@@ -123,18 +123,30 @@ def _sines(rng: np.random.Generator, n: int, amp: tuple[float, float], freq: tup
             "phase": rng.uniform(0, 2 * math.pi, n).round(5).tolist()}
 
 
-def sample_motion(rng: np.random.Generator, duration: float) -> dict:
+def _check_head_motion(head_motion) -> None:
+    if isinstance(head_motion, bool) or not isinstance(head_motion, (int, float)) \
+            or not math.isfinite(head_motion) or head_motion < 0:
+        raise ValueError(f"head_motion must be a finite number >= 0, got {head_motion!r}")
+
+
+def sample_motion(rng: np.random.Generator, duration: float, head_motion: float = 1.0) -> dict:
     """Random smooth motion over ``duration`` seconds: sums of sinusoids (degrees for
     angles, image half-widths for translation), a talk envelope and syllables for the
-    mouth, blink times, gaze and eyebrow drift (a JSON-able dict)."""
+    mouth, blink times, gaze and eyebrow drift (a JSON-able dict).
+
+    ``head_motion`` (>= 0) multiplies the amplitudes of the head pose (yaw, pitch, nod,
+    roll, translation, zoom); 1 is a calm speaker, 0 a still head that only talks and
+    blinks. The same seed draws the same random numbers whatever its value.
+    """
     if not duration > 0:
         raise ValueError(f"duration must be > 0 seconds, got {duration!r}")
+    _check_head_motion(head_motion)
     blinks = []
     t = rng.uniform(0.1, 0.8) * min(duration, 2.5)  # at least one blink in the first 2 s
     while t < duration:
         blinks.append([round(float(t), 4), round(float(rng.uniform(0.16, 0.3)), 4)])
         t += rng.uniform(1.2, 4.0)
-    return {
+    motion = {
         "yaw": _sines(rng, 3, (5.0, 14.0), (0.12, 0.6)),
         "pitch": _sines(rng, 2, (2.0, 7.0), (0.1, 0.5)),
         "nod": _sines(rng, 1, (0.0, 6.0), (0.8, 2.0)),
@@ -149,6 +161,10 @@ def sample_motion(rng: np.random.Generator, duration: float) -> dict:
         "gaze_y": _sines(rng, 1, (0.0, 0.03), (0.1, 0.8)),
         "brow": _sines(rng, 2, (0.0, 0.6), (0.1, 0.7)),
     }
+    if head_motion != 1:
+        for key in ("yaw", "pitch", "nod", "roll", "tx", "ty", "zoom"):
+            motion[key]["amp"] = [round(a * float(head_motion), 5) for a in motion[key]["amp"]]
+    return motion
 
 
 def _eval_sines(spec: dict, t: np.ndarray) -> np.ndarray:
@@ -583,10 +599,10 @@ def _make_video(job: tuple) -> dict:
     """Render and write one planned video; returns its listing entry (runs in workers)."""
     from .data.video_io import write_video
 
-    out, split, ident, clip, seed, frames, size, fps, fmt = job
+    out, split, ident, clip, seed, frames, size, fps, fmt, head_motion = job
     out = Path(out)
     identity = sample_identity(np.random.default_rng([seed, 0, ident]))
-    motion = sample_motion(np.random.default_rng([seed, 1, ident, clip]), frames / fps)
+    motion = sample_motion(np.random.default_rng([seed, 1, ident, clip]), frames / fps, head_motion)
     clip_frames = render_video(identity, motion, frames, size, fps)
     name = f"id{ident:05d}#{clip:03d}"
     if fmt == "mp4":
@@ -610,7 +626,7 @@ def _init_worker() -> None:
 def write_dataset(out: str | os.PathLike, videos: int = 200, frames: int = 64, size: int = 128, seed: int = 0,
                   format: str = "mp4", test_fraction: float = 0.1, videos_per_identity: int = 2,
                   fps: float = 25.0, workers: int = 1, overwrite: bool = False,
-                  progress: Callable[[int, int], None] | None = None) -> dict:
+                  progress: Callable[[int, int], None] | None = None, head_motion: float = 1.0) -> dict:
     """Render a synthetic dataset in the FOMM layout and return its summary dict.
 
     Writes ``out/train/`` and ``out/test/`` with videos ``id{identity:05d}#{clip:03d}``
@@ -621,7 +637,8 @@ def write_dataset(out: str | os.PathLike, videos: int = 200, frames: int = 64, s
     ``videos_per_identity`` clips; the test identities differ from the training ones.
     The output depends only on the arguments (not on ``workers``, the number of
     processes, 0 = one per core); files are written atomically.
-    ``progress(done, total)`` is called after each video.
+    ``progress(done, total)`` is called after each video. ``head_motion`` scales the
+    head-pose amplitudes (see :func:`sample_motion`).
     """
     _check_int("videos", videos, 1)
     _check_int("frames", frames, 1)
@@ -637,6 +654,7 @@ def write_dataset(out: str | os.PathLike, videos: int = 200, frames: int = 64, s
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps!r}")
+    _check_head_motion(head_motion)
     if format == "mp4" and size % 2:
         raise ValueError(f"size must be even for format='mp4' (yuv420p), got {size!r}")
     out = Path(out)
@@ -652,7 +670,8 @@ def write_dataset(out: str | os.PathLike, videos: int = 200, frames: int = 64, s
     plan = _plan(videos, float(test_fraction), videos_per_identity)
     for split in ("train", "test"):
         (out / split).mkdir(parents=True, exist_ok=True)
-    jobs = [(str(out), split, ident, clip, seed, frames, size, float(fps), format) for split, ident, clip in plan]
+    jobs = [(str(out), split, ident, clip, seed, frames, size, float(fps), format, float(head_motion))
+            for split, ident, clip in plan]
     start = time.perf_counter()
     listing = []
     if workers == 1 or len(jobs) == 1:
@@ -673,7 +692,7 @@ def write_dataset(out: str | os.PathLike, videos: int = 200, frames: int = 64, s
     summary = {
         "generator": "mcc_fast.training.synth", "version": _VERSION, "seed": seed, "videos": videos,
         "frames": frames, "size": size, "fps": fps, "format": format, "test_fraction": test_fraction,
-        "videos_per_identity": videos_per_identity,
+        "videos_per_identity": videos_per_identity, "head_motion": float(head_motion),
         "num_train": sum(1 for e in listing if e["split"] == "train"),
         "num_test": sum(1 for e in listing if e["split"] == "test"),
         "list": listing,

@@ -46,6 +46,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value}")
+    return value
+
+
 def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``synth`` options to ``parser`` (returns it)."""
     parser.add_argument("--out", required=True, help="output folder (FOMM layout: train/, test/, meta/, synth.json)")
@@ -60,6 +70,9 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--videos-per-identity", type=_int_at_least(1), default=2,
                         help="clips per synthetic person, named id#clip (default 2)")
     parser.add_argument("--fps", type=_positive_float, default=25.0, help="frame rate (default 25)")
+    parser.add_argument("--head-motion", type=_non_negative_float, default=1.0, metavar="SCALE",
+                        help="multiply the head-pose amplitudes (yaw, pitch, roll, translation, zoom); "
+                             "0 = a still head (default 1)")
     parser.add_argument("--workers", type=_int_at_least(0), default=0,
                         help="rendering processes, 0 = one per core; the output does not depend on it (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
@@ -80,7 +93,7 @@ def run_synth(args: argparse.Namespace) -> int:
         summary = write_dataset(
             args.out, videos=args.videos, frames=args.frames, size=args.size, seed=args.seed, format=args.format,
             test_fraction=args.test_fraction, videos_per_identity=args.videos_per_identity, fps=args.fps,
-            workers=args.workers, overwrite=args.overwrite, progress=progress,
+            workers=args.workers, overwrite=args.overwrite, progress=progress, head_motion=args.head_motion,
         )
     except (ValueError, FileExistsError, NotADirectoryError) as exc:
         print(f"mcc-fast synth: error: {exc}", file=sys.stderr)
