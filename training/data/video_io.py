@@ -1,6 +1,9 @@
-"""Video and image file I/O through PyAV and PIL.
+"""Whole-clip video and image I/O for datasets, on top of :mod:`mcc_fast.io.video`.
 
-Frames everywhere in this module are ``uint8`` RGB arrays: one frame ``(H, W, 3)``,
+The package's one video module, :mod:`mcc_fast.io.video`, owns opening, probing,
+streaming decode, still images and the error type; this module adds what datasets and
+the synthetic generator need: frame folders, whole-clip and random-access decode,
+resizing, whole-clip encode. Frames are ``uint8`` RGB arrays: one frame ``(H, W, 3)``,
 a clip ``(F, H, W, 3)``. Writers are atomic: they write a temporary file in the
 destination folder and rename it over the target, so a crash never leaves a
 half-written file under the final name.
@@ -10,22 +13,30 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from mcc_fast.io.video import (
+    IMAGE_EXTENSIONS,
+    VideoInfo,
+    VideoReadError,
+    _av,
+    _open_video,
+    _temporary_sibling,
+    iter_video_frames,
+    probe_video,
+    read_image,
+)
+
 #: File suffixes treated as video containers (anything else PyAV can open also works
 #: when passed explicitly to :func:`read_video_frames`).
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".gif", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"}
 )
-#: File suffixes treated as still images (frames of a frame-folder video).
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -46,22 +57,6 @@ __all__ = [
     "write_video",
     "write_image",
 ]
-
-
-class VideoReadError(RuntimeError):
-    """A video or image file could not be opened or decoded."""
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """Container metadata of a video file (``num_frames`` is 0 when the container
-    does not record it)."""
-
-    width: int
-    height: int
-    fps: float
-    num_frames: int
-    codec: str
 
 
 def is_video_file(path: str | os.PathLike) -> bool:
@@ -89,63 +84,6 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
-def _av():
-    import av  # local import: PyAV loads FFmpeg, keep `import mcc_fast...` light
-
-    return av
-
-
-@contextmanager
-def _open_input(path: str | os.PathLike):
-    av = _av()
-    try:
-        container = av.open(str(path), mode="r")
-    except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise VideoReadError(f"cannot open video {str(path)!r}: {exc}") from exc
-    try:
-        if not container.streams.video:
-            raise VideoReadError(f"no video stream in {str(path)!r}")
-        yield container
-    finally:
-        container.close()
-
-
-def probe_video(path: str | os.PathLike) -> VideoInfo:
-    """Read a video file's metadata without decoding it."""
-    with _open_input(path) as container:
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        return VideoInfo(
-            width=int(stream.codec_context.width),
-            height=int(stream.codec_context.height),
-            fps=float(rate) if rate else 0.0,
-            num_frames=int(stream.frames or 0),
-            codec=str(stream.codec_context.name),
-        )
-
-
-def iter_video_frames(path: str | os.PathLike, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Decode a video file frame by frame: yields uint8 ``(H, W, 3)`` RGB arrays.
-
-    Raises :class:`VideoReadError` when the file cannot be opened or a packet fails to
-    decode (the frames already yielded stay valid).
-    """
-    av = _av()
-    if max_frames is not None and max_frames < 0:
-        raise ValueError(f"max_frames must be >= 0 or None, got {max_frames!r}")
-    with _open_input(path) as container:
-        stream = container.streams.video[0]
-        count = 0
-        try:
-            for frame in container.decode(stream):
-                if max_frames is not None and count >= max_frames:
-                    break
-                yield frame.to_ndarray(format="rgb24")
-                count += 1
-        except (av.error.FFmpegError, ValueError) as exc:
-            raise VideoReadError(f"cannot decode video {str(path)!r} after {count} frames: {exc}") from exc
-
-
 def read_video_frames(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:
     """Decode a whole video file (or a folder of frame images) to uint8 ``(F, H, W, 3)``.
 
@@ -159,8 +97,6 @@ def read_video_frames(path: str | os.PathLike, max_frames: int | None = None) ->
             files = files[:max_frames]
         frames = [read_image(f) for f in files]
     else:
-        if not path.exists():
-            raise VideoReadError(f"video {str(path)!r} does not exist")
         frames = list(iter_video_frames(path, max_frames=max_frames))
     if not frames:
         raise VideoReadError(f"video {str(path)!r} has no frames")
@@ -187,7 +123,7 @@ def read_video_frames_at(path: str | os.PathLike, indices: Sequence[int]) -> np.
     picked: dict[int, np.ndarray] = {}
     need = set(wanted)
     av = _av()
-    with _open_input(path) as container:
+    with _open_video(path, "video") as container:
         stream = container.streams.video[0]
         count = 0  # frames decoded so far
         final = None
@@ -209,20 +145,6 @@ def read_video_frames_at(path: str | os.PathLike, indices: Sequence[int]) -> np.
                 if i >= count:
                     picked[i] = tail
     return np.stack([picked[i] for i in wanted])
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as uint8 RGB ``(H, W, 3)`` (grey and RGBA are converted)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode != "RGB":
-                img = img.convert("RGB")
-            return np.asarray(img, dtype=np.uint8).copy()
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise VideoReadError(f"cannot read image {str(path)!r}: {exc}") from exc
 
 
 def resize_frames(frames: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
@@ -255,7 +177,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Works for files and for folders created at the temporary path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}"
+    tmp_path = _temporary_sibling(path)
     try:
         yield tmp_path
         if tmp_path.is_dir() and path.is_dir():
