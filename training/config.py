@@ -32,6 +32,8 @@ from mcc_fast.model.config import ModelConfig
 from mcc_fast.model.generator.config import GeneratorConfig
 from mcc_fast.model.motion.config import MotionEstimatorConfig
 
+from .losses.weights import LossWeights
+
 __all__ = [
     "ConfigError",
     "ModelSection",
@@ -266,36 +268,17 @@ class EquivarianceSection:
         self.align_corners = _bool(f"{key}.align_corners", self.align_corners)
 
 
-_LOSS_WEIGHT_FIELDS = (
-    "l1", "perceptual", "low_res", "gan", "adaptive_gan", "gan_max_ratio", "motion_vq", "appearance_vq",
-    "motion_recon", "equivariance_value", "equivariance_jacobian", "keypoint_distance",
-    "perceptual_layer_weights", "start_iters",
-)
-
-
 @dataclass
-class LossSection:
-    """Loss weights and start iterations (`LossWeights` fields) plus the perceptual network.
+class LossSection(LossWeights):
+    """Loss weights and start iterations (the `LossWeights` fields, declared there once)
+    plus the perceptual network.
 
     perceptual_scales: pyramid scales (official 1, .5, .25, .125; the smallest level must be
     >= 16 px). vgg_weights: local torchvision-format VGG19 file; random_vgg: allow random
     weights (smoke runs only). vgg_stage_channels: VGG widths (only the standard loads weights).
+    Values are checked by `check` (ConfigError naming the key), not on construction.
     """
 
-    l1: float = 1.0
-    perceptual: float = 1.0
-    low_res: float = 0.5
-    gan: float = 0.8
-    adaptive_gan: bool = True
-    gan_max_ratio: float = 1.0
-    motion_vq: float = 1.0
-    appearance_vq: float = 1.0
-    motion_recon: float = 32.0
-    equivariance_value: float = 1.0
-    equivariance_jacobian: float = 1.0
-    keypoint_distance: float = 1.0
-    perceptual_layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
-    start_iters: dict = field(default_factory=lambda: {"gan": 5001})
     perceptual_scales: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
     vgg_weights: str | None = None
     random_vgg: bool = False
@@ -318,11 +301,12 @@ class LossSection:
         self.vgg_stage_channels = tuple(_int(f"{key}.vgg_stage_channels", c, 1) for c in self.vgg_stage_channels)
         self.equivariance.check(f"{key}.equivariance")
 
-    def weights(self):
-        """The `LossWeights` of this section."""
-        from .losses import LossWeights
+    def __post_init__(self) -> None:
+        """Construction takes the raw config values; `check` validates them."""
 
-        return LossWeights.from_dict({name: getattr(self, name) for name in _LOSS_WEIGHT_FIELDS})
+    def weights(self) -> LossWeights:
+        """The validated `LossWeights` of this section."""
+        return LossWeights.from_dict({f.name: getattr(self, f.name) for f in dataclasses.fields(LossWeights)})
 
 
 @dataclass
