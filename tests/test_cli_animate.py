@@ -13,6 +13,7 @@ from PIL import Image
 
 from mcc_fast.cli import main
 from mcc_fast.commands import animate as animate_command
+from mcc_fast.assets import DEMO_MODEL_NOTE
 from mcc_fast.io import video as video_io
 from mcc_fast.model.config import ModelConfig
 from mcc_fast.model.model import Model
@@ -128,7 +129,9 @@ def test_side_by_side_crop_and_demo_model(files, tmp_path, capsys, monkeypatch):
     assert len(frames) == 3
     captured = capsys.readouterr()
     assert "no audio" in captured.out and "absolute motion" in captured.out
-    assert "note:" not in captured.err  # the centre crop made the frames 64x64: nothing resized
+    notes = [line for line in captured.err.splitlines() if "note:" in line]
+    assert notes == [f"mcc-fast animate: note: {DEMO_MODEL_NOTE}"]  # the demo model is named; the centre
+    # crop made the frames 64x64, so nothing was resized
 
 
 def test_reference_path_flag_gives_the_same_video(files, tmp_path):

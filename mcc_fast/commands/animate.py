@@ -18,8 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
-#: The embedded demo model (shipped by a later release); used when --checkpoint is not given.
-DEMO_MODEL = Path(__file__).resolve().parent.parent / "assets" / "demo_model.safetensors"
+from ..assets import DEMO_MODEL, DEMO_MODEL_NOTE  # the model used when --checkpoint is not given
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 PROG = "mcc-fast animate"
@@ -159,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
 
     def note(message: str) -> None:
         tqdm.write(f"{PROG}: note: {message}", file=sys.stderr)
+
+    if args.checkpoint is None:
+        note(DEMO_MODEL_NOTE)
 
     def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
         note(str(message))

@@ -12,10 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-DEMO_MODEL = ASSETS / "demo_model.safetensors"
-DEMO_SOURCE = ASSETS / "demo_source.png"
-DEMO_DRIVING = ASSETS / "demo_driving.mp4"
+from ..assets import DEMO_DRIVING, DEMO_MODEL, DEMO_MODEL_NOTE, DEMO_SOURCE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if existing and not args.overwrite:
         raise CommandError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
 
-    print(f"mcc-fast demo: using the embedded demo model ({DEMO_MODEL.name}: synthetic talking heads, "
-          f"64x64); real faces need the authors' checkpoint or one trained with `mcc-fast train`", file=sys.stderr)
+    print(f"mcc-fast demo: {DEMO_MODEL_NOTE}", file=sys.stderr)
     started = time.perf_counter()
     model = Model.from_pretrained(DEMO_MODEL, device=args.device)
     source = read_image(DEMO_SOURCE)
