@@ -1,6 +1,8 @@
 """mcc_fast.Model end to end: official-checkpoint parity, checkpoint formats, sizes, bad input."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -120,7 +122,10 @@ def test_save_and_load_round_trip(tmp_path, small_model):
     with torch.no_grad():
         expected = small_model(source, driving)
     path = small_model.save_pretrained(tmp_path / "ckpt")
-    assert path.name == "model.safetensors" and not list(path.parent.glob("*.tmp"))
+    assert path.name == "model.safetensors" and not list(path.parent.glob(".*"))  # no temporary file left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any file the user writes
     loaded = mcc_fast.Model.from_pretrained(tmp_path / "ckpt", device="cpu")
     assert loaded.config == small_model.config
     with torch.no_grad():

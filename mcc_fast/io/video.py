@@ -40,6 +40,7 @@ __all__ = [
     "VideoWriteError",
     "VideoWriter",
     "atomic_output",
+    "temporary_sibling",
     "iter_video_frames",
     "probe_video",
     "read_image",
@@ -202,7 +203,7 @@ def read_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
 
 # ---- atomic outputs --------------------------------------------------------------------------
 
-def _temporary_sibling(path: Path) -> Path:
+def temporary_sibling(path: Path) -> Path:
     """A hidden, unused path next to `path` with the same suffix."""
     return path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}"
 
@@ -252,7 +253,7 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     """
     path = Path(path)
     _check_destination(path, overwrite)
-    tmp = _temporary_sibling(path)
+    tmp = temporary_sibling(path)
     try:
         yield tmp
         _commit(tmp, path, overwrite)
@@ -369,7 +370,7 @@ class VideoWriter:
         self.overwrite = overwrite
         self.audio_from = None if audio_from is None else Path(audio_from)
         self._codec, self._crf, self._preset, self._audio_mode = codec, crf, preset, audio
-        self._tmp = _temporary_sibling(self.path)
+        self._tmp = temporary_sibling(self.path)
         self._container = None
         self._video = None
         self._audio: _AudioTrack | None = None

@@ -26,7 +26,7 @@ from mcc_fast.io.video import (
     VideoReadError,
     _av,
     _open_video,
-    _temporary_sibling,
+    temporary_sibling,
     iter_video_frames,
     probe_video,
     read_image,
@@ -177,7 +177,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Works for files and for folders created at the temporary path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = _temporary_sibling(path)
+    tmp_path = temporary_sibling(path)
     try:
         yield tmp_path
         if tmp_path.is_dir() and path.is_dir():
