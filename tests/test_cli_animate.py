@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from mcc_fast.assets import DEMO_MODEL_NOTE
 from mcc_fast.cli import main
 from mcc_fast.commands import animate as animate_command
-from mcc_fast.assets import DEMO_MODEL_NOTE
 from mcc_fast.io import video as video_io
 from mcc_fast.model.config import ModelConfig
 from mcc_fast.model.model import Model

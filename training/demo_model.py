@@ -95,12 +95,11 @@ def export_demo(checkpoint: str | Path, assets: str | Path, docs: str | Path | N
     and ``demo_model.json`` (the no-motion comparison on `held_out` clips of `frames`
     frames). Returns the comparison dict."""
     import torch
-    from PIL import Image
 
     from mcc_fast.io.video import atomic_output
     from mcc_fast.model import Model
 
-    from .data.video_io import write_video
+    from .data.video_io import write_image, write_video
 
     checkpoint, assets = Path(checkpoint), Path(assets)
     model = Model.from_pretrained(checkpoint, device="cpu")
@@ -109,8 +108,7 @@ def export_demo(checkpoint: str | Path, assets: str | Path, docs: str | Path | N
     shipped = Model.from_pretrained(assets / "demo_model.safetensors", device="cpu", dtype=torch.float32)
     source_clip, = held_out_clips(1, frames, first=SAMPLE_SOURCE_PERSON)
     driving, = held_out_clips(1, frames, first=SAMPLE_DRIVING_PERSON)
-    with atomic_output(assets / "demo_source.png", overwrite=True) as tmp:
-        Image.fromarray(source_clip[0]).save(tmp, format="PNG")
+    write_image(assets / "demo_source.png", source_clip[0])
     write_video(assets / "demo_driving.mp4", driving, fps=DEMO_DATA["fps"])
     report = compare_with_no_motion(shipped, held_out_clips(held_out, frames))
     report = {"checkpoint": checkpoint.name, "held_out_clips": held_out, **report}
@@ -118,8 +116,7 @@ def export_demo(checkpoint: str | Path, assets: str | Path, docs: str | Path | N
         docs = Path(docs)
         docs.mkdir(parents=True, exist_ok=True)
         strip = _frame_strip(shipped, source_clip[0], driving, every=max(1, frames // 8))
-        with atomic_output(docs / "demo_strip.png", overwrite=True) as tmp:
-            Image.fromarray(np.repeat(np.repeat(strip, 2, 0), 2, 1)).save(tmp, format="PNG")
+        write_image(docs / "demo_strip.png", np.repeat(np.repeat(strip, 2, 0), 2, 1))
         with atomic_output(docs / "demo_model.json", overwrite=True) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
     return report
