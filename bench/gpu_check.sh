@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for a GPU machine without network (torch, triton, pybind11, cmake, ninja
-# preinstalled; cupy optional): build the extension, run the GPU tests (and every kernel
+# preinstalled): build the extension, run the GPU tests (and every kernel
 # test under compute-sanitizer), run the benchmarks, and write JSON + a markdown table of
 # ratios under bench/results/.
 #
@@ -71,7 +71,8 @@ json.dump(env, open(sys.argv[1], "w"), indent=2)
 print(json.dumps(env))
 PY
 
-kernel_tests=$(ls tests/test_vq*.py tests/test_warp*.py tests/test_grid_sample*.py tests/test_dense_motion_ops*.py 2>/dev/null | tr '\n' ' ')
+kernel_tests=$(ls tests/test_vq*.py tests/test_warp*.py tests/test_grid_sample*.py tests/test_dense_motion_ops*.py \
+  tests/test_cuda_runtime.py 2>/dev/null | tr '\n' ' ')
 if [ $quick = 1 ]; then
   step gpu-tests 60 python -m pytest -q -m gpu $kernel_tests
 else

@@ -1,13 +1,14 @@
-// Shared helpers for the mcc_fast CUDA kernels: error checks, dtype codes, stream handles.
+// Host-side helpers shared by the kernel launchers (*.cu): error checks, dtype codes, stream
+// handles. The device helpers live in device_common.cuh (also compiled by NVRTC).
 // No torch headers: the Python wrappers pass device pointers, sizes, strides and the stream
 // as integers.
 #pragma once
 #include <cuda_runtime.h>
-#include <cuda_fp16.h>
-#include <cuda_bf16.h>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+
+#include "device_common.cuh"
 
 namespace mcc {
 
@@ -23,20 +24,6 @@ inline void check_cuda(cudaError_t err, const char* what) {
 
 inline cudaStream_t as_stream(std::intptr_t stream) {
   return reinterpret_cast<cudaStream_t>(stream);
-}
-
-template <typename T> __device__ __forceinline__ float to_float(T v);
-template <> __device__ __forceinline__ float to_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-
-template <typename T> __device__ __forceinline__ T from_float(float v);
-template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16(v);
 }
 
 // Calls fn with a null pointer of the element type named by `dtype` (a dispatch helper).

@@ -13,12 +13,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "vq_search_types.h"
+
 namespace mcc {
 
-using I64 = std::int64_t;
 using IVec = std::vector<I64>;
-
-constexpr int kVqMaxSegments = 4;
 
 // Number of search blocks (= loss partials) of a segment with n rows.
 I64 vq_search_blocks(I64 n);

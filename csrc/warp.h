@@ -5,35 +5,9 @@
 #include <array>
 #include <cstdint>
 
+#include "warp_types.h"
+
 namespace mcc {
-
-// Codes shared with mcc_fast/kernels/grid_sample.py (MODES, PADDINGS).
-enum SampleMode : int { kBilinear = 0, kNearest = 1 };
-enum SamplePadding : int { kZeros = 0, kBorder = 1, kReflection = 2 };
-
-// One sampling problem. out[b, m, c, Y, X] = occ(b, Y, X) * sample(x[b, c], coords(b, m, Y, X)):
-//   x       (B, C, H, W), feature dtype;
-//   coords  (B, M, fh, fw, 2) float32 in [-1, 1] (x, y), bilinearly resized to (Ho, Wo) when
-//           resize_flow (F.interpolate semantics, scales flow_scale_y/x as ATen computes them);
-//   occ     (B, 1, oh, ow) float32 when has_occ, resized likewise when resize_occ;
-//   out     (B, M, C, Ho, Wo), feature dtype.
-// grid_sample: M = 1, no resize, no occlusion; warp: M = 1; warp_many: no resize, no occlusion.
-struct SampleGeometry {
-  std::int64_t B = 0, C = 0, H = 0, W = 0;
-  std::array<std::int64_t, 4> x_strides{};
-  std::int64_t M = 1, fh = 0, fw = 0;
-  std::array<std::int64_t, 5> flow_strides{};
-  bool has_occ = false;
-  std::int64_t oh = 1, ow = 1;
-  std::array<std::int64_t, 3> occ_strides{};  // b, h, w
-  std::int64_t Ho = 0, Wo = 0;
-  std::array<std::int64_t, 5> out_strides{};  // b, m, c, h, w (of out, or of grad_out in backward)
-  int mode = kBilinear;
-  int padding = kZeros;
-  bool align = false;
-  bool resize_flow = false, resize_occ = false;
-  float flow_scale_y = 1.f, flow_scale_x = 1.f, occ_scale_y = 1.f, occ_scale_x = 1.f;
-};
 
 // Forward: writes out (strides g.out_strides).
 void sample_forward(std::intptr_t x, std::intptr_t flow, std::intptr_t occ, std::intptr_t out,

@@ -52,13 +52,15 @@ def triton_status() -> BackendStatus:
 
 
 def cuda_status() -> BackendStatus:
-    from .cuda import extension_error
+    from .cuda import extension_error, runtime_name
 
     err = extension_error()
     if err:
         return BackendStatus("cuda", False, err)
     if not torch.cuda.is_available():
-        return BackendStatus("cuda", False, "the extension is built but torch sees no CUDA GPU")
+        return BackendStatus("cuda", False, "the kernels are loadable but torch sees no CUDA GPU")
+    if runtime_name() == "nvrtc":
+        return BackendStatus("cuda", True, "csrc/ kernels compiled at run time by NVRTC (no compiled module)")
     return BackendStatus("cuda", True, "compiled extension mcc_fast._cuda loaded")
 
 

@@ -32,3 +32,33 @@ def test_version_and_backends_from_a_fresh_interpreter():
                          cwd=str(Path(mcc_fast.__file__).resolve().parent.parent)).stdout.split("\n")
     assert out[0] == mcc_fast.__version__
     assert out[1] == "['cuda', 'torch', 'triton']"
+
+
+def test_wheel_ships_the_kernel_sources_for_the_runtime_compiler(tmp_path):
+    """A wheel built without nvcc still holds csrc/'s headers (mcc_fast/cuda/csrc), so the cuda
+    backend can compile them at run time with NVRTC (mcc_fast.cuda.runtime), and the Triton
+    kernels and trainer as mcc_fast subpackages."""
+    import shutil
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("setup.py", "pyproject.toml", "CMakeLists.txt", "README.md", "LICENSE", "NOTICE"):
+        shutil.copy2(repo / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.so", "*.egg-info")
+    for name in ("mcc_fast", "kernels", "training", "csrc"):
+        shutil.copytree(repo / name, src / name, symlinks=True, ignore=ignore)
+    env = {**__import__("os").environ, "MCC_FAST_NO_CUDA": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps",
+                           "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, env=env,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("mcc_fast-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    headers = {p.name for p in (repo / "csrc").glob("*.h*")}
+    assert headers and {f"mcc_fast/cuda/csrc/{h}" for h in headers} <= names
+    assert not any(n.endswith((".cu", ".cpp")) for n in names)  # only what NVRTC reads
+    assert "mcc_fast/cuda/runtime/launch.py" in names and "mcc_fast/kernels/vq_search.py" in names
+    assert "mcc_fast/training/trainer.py" in names
+    assert not any(n.startswith(("kernels/", "training/", "csrc/")) for n in names)

@@ -445,6 +445,8 @@ struct EmuDim { unsigned x; };
 static EmuDim blockIdx{0}, threadIdx{0}, blockDim{1}, gridDim{1};  // one thread runs each grid-stride loop
 static inline float atomicAdd(float* p, float v) { const float old = *p; *p += v; return old; }
 namespace mcc {
+template <typename T> inline T min_of(T a, T b) { return b < a ? b : a; }
+template <typename T> inline T max_of(T a, T b) { return a < b ? b : a; }
 template <typename T> inline float to_float(T v);
 template <> inline float to_float<float>(float v) { return v; }
 template <> inline float to_float<__half>(__half v) { return __half2float(v); }
@@ -463,86 +465,39 @@ namespace {
 
 _EMU_TAIL = r"""
 }  // namespace
-static SampleGeometry emu_geometry(const std::int64_t* i, const float* f) {
-  SampleGeometry g;
-  g.B = i[0]; g.C = i[1]; g.H = i[2]; g.W = i[3];
-  for (int k = 0; k < 4; ++k) g.x_strides[k] = i[4 + k];
-  g.M = i[8]; g.fh = i[9]; g.fw = i[10];
-  for (int k = 0; k < 5; ++k) g.flow_strides[k] = i[11 + k];
-  g.has_occ = i[16]; g.oh = i[17]; g.ow = i[18];
-  for (int k = 0; k < 3; ++k) g.occ_strides[k] = i[19 + k];
-  g.Ho = i[22]; g.Wo = i[23];
-  for (int k = 0; k < 5; ++k) g.out_strides[k] = i[24 + k];
-  g.mode = i[29]; g.padding = i[30]; g.align = i[31]; g.resize_flow = i[32]; g.resize_occ = i[33];
-  g.flow_scale_y = f[0]; g.flow_scale_x = f[1]; g.occ_scale_y = f[2]; g.occ_scale_x = f[3];
-  return g;
-}
 }  // namespace mcc
 using namespace mcc;
-extern "C" {
-void emu_forward(std::intptr_t x, std::intptr_t flow, std::intptr_t occ, std::intptr_t out, const std::int64_t* gi,
-                 const float* gf, int dtype) {
-  const SampleGeometry g = emu_geometry(gi, gf);
-  const std::int64_t groups = (g.C + kChannelsPerThread - 1) / kChannelsPerThread;
-  emu_dispatch(dtype, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    sample_forward_kernel<T>((const T*)x, (const float*)flow, (const float*)occ, (T*)out, g, groups,
-                             g.out_strides[2] == 1 && g.C > 1);
-  });
-}
-void emu_backward(std::intptr_t go, std::intptr_t x, std::intptr_t flow, std::intptr_t occ, const std::int64_t* gi,
-                  const float* gf, std::intptr_t gx, const std::int64_t* s, std::intptr_t gflow, std::intptr_t gocc,
-                  std::intptr_t keys, std::intptr_t wts, int dtype) {
-  const SampleGeometry g = emu_geometry(gi, gf);
-  emu_dispatch(dtype, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    sample_backward_kernel<T>((const T*)go, (const T*)x, (const float*)flow, (const float*)occ, g, (float*)gx, s[0],
-                              s[1], s[2], s[3], (float*)gflow, (float*)gocc, (std::int64_t*)keys, (float*)wts);
-  });
-}
-void emu_gather(std::intptr_t bounds, std::intptr_t perm, std::intptr_t wts, int entries, std::intptr_t go,
-                const std::int64_t* gi, const float* gf, std::intptr_t gx, const std::int64_t* s, int dtype) {
-  const SampleGeometry g = emu_geometry(gi, gf);
-  emu_dispatch(dtype, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    gather_input_grad_kernel<T>((const std::int64_t*)bounds, (const std::int64_t*)perm, (const float*)wts, entries,
-                                (const T*)go, g, (T*)gx, s[0], s[1], s[2], s[3], s[1] == 1 && g.C > 1);
-  });
-}
-void emu_resize(std::intptr_t src, const std::int64_t* ss, std::intptr_t dst, const std::int64_t* ds, std::int64_t B,
-                std::int64_t A, std::int64_t lo, std::int64_t E, std::int64_t hi, float scale, float inv,
-                std::int64_t window, int align) {
-  resize_backward_axis_kernel((const float*)src, ss[0], ss[1], ss[2], ss[3], (float*)dst, ds[0], ds[1], ds[2], ds[3],
-                              B, A, lo, E, hi, scale, inv, window, align != 0);
-}
+// One C entry point per kernel and element type, with the kernel's exact parameter list, so
+// that mcc_fast.cuda.runtime's launchers call them with the arguments they would launch with.
+#define MCC_EMU_KERNELS(T, S)                                                                                        \
+  extern "C" void emu_forward_##S(const T* x, const float* flow, const float* occ, T* out, const SampleGeometry g,   \
+                                  I64 groups, bool channel_fast) {                                                   \
+    sample_forward_kernel<T>(x, flow, occ, out, g, groups, channel_fast);                                            \
+  }                                                                                                                  \
+  extern "C" void emu_backward_##S(const T* go, const T* x, const float* flow, const float* occ,                     \
+                                   const SampleGeometry g, float* gx, I64 s0, I64 s1, I64 s2, I64 s3, float* gflow,  \
+                                   float* gocc, I64* keys, float* wts) {                                             \
+    sample_backward_kernel<T>(go, x, flow, occ, g, gx, s0, s1, s2, s3, gflow, gocc, keys, wts);                      \
+  }                                                                                                                  \
+  extern "C" void emu_gather_##S(const I64* bounds, const I64* perm, const float* wts, int entries, const T* go,     \
+                                 const SampleGeometry g, T* gx, I64 s0, I64 s1, I64 s2, I64 s3, bool channel_fast) { \
+    gather_input_grad_kernel<T>(bounds, perm, wts, entries, go, g, gx, s0, s1, s2, s3, channel_fast);                \
+  }
+MCC_EMU_KERNELS(float, f32)
+MCC_EMU_KERNELS(__half, f16)
+MCC_EMU_KERNELS(__nv_bfloat16, bf16)
+extern "C" void emu_resize_backward(const float* src, I64 ss0, I64 ss1, I64 ss2, I64 ss3, float* dst, I64 ds0,
+                                    I64 ds1, I64 ds2, I64 ds3, I64 B, I64 A, I64 lo, I64 E, I64 hi, float scale,
+                                    float inv_scale, I64 window, bool align) {
+  resize_backward_axis_kernel(src, ss0, ss1, ss2, ss3, dst, ds0, ds1, ds2, ds3, B, A, lo, E, hi, scale, inv_scale,
+                              window, align);
 }
 """
 
 
-class _EmuGeometry:
-    """Stands in for mcc_fast._cuda.SampleGeometry; packed into the emulation's flat arrays."""
-
-    def __init__(self):
-        self.B = self.C = self.H = self.W = self.fh = self.fw = self.Ho = self.Wo = 0
-        self.M = self.oh = self.ow = 1
-        self.x_strides, self.flow_strides, self.occ_strides, self.out_strides = [0] * 4, [0] * 5, [0] * 3, [0] * 5
-        self.mode = self.padding = 0
-        self.align = self.has_occ = self.resize_flow = self.resize_occ = False
-        self.flow_scale_y = self.flow_scale_x = self.occ_scale_y = self.occ_scale_x = 1.0
-
-    def pack(self):
-        import ctypes
-
-        ints = [self.B, self.C, self.H, self.W, *self.x_strides, self.M, self.fh, self.fw, *self.flow_strides,
-                int(self.has_occ), self.oh, self.ow, *self.occ_strides, self.Ho, self.Wo, *self.out_strides,
-                self.mode, self.padding, int(self.align), int(self.resize_flow), int(self.resize_occ)]
-        floats = [self.flow_scale_y, self.flow_scale_x, self.occ_scale_y, self.occ_scale_x]
-        return (ctypes.c_int64 * len(ints))(*ints), (ctypes.c_float * 4)(*floats)
-
-
 @pytest.fixture(scope="module")
-def emulated_cuda_extension(tmp_path_factory):
-    """csrc/warp.cu's kernels compiled for the host by g++, behind the mcc_fast._cuda warp API."""
+def emulated_cuda_kernels(tmp_path_factory):
+    """csrc/warp_kernels.cuh compiled for the host by g++: one C function per kernel and dtype."""
     import ctypes
     import shutil
     import subprocess
@@ -553,7 +508,7 @@ def emulated_cuda_extension(tmp_path_factory):
     if gxx is None or not (include / "cuda_fp16.h").exists():
         pytest.skip("needs g++ and the CUDA headers")
     csrc = Path(__file__).resolve().parents[1] / "csrc"
-    text = (csrc / "warp.cu").read_text()
+    text = (csrc / "warp_kernels.cuh").read_text()
     body = text[text.index("// [host-emulation begin]"):text.index("// [host-emulation end]")]
     for word, repl in (("__global__", ""), ("__device__", ""), ("__forceinline__", "inline"),
                        ("__restrict__", "__restrict")):
@@ -564,47 +519,32 @@ def emulated_cuda_extension(tmp_path_factory):
                            f"-I{include}", str(out / "emu.cpp"), "-o", str(out / "libemu.so")],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    lib = ctypes.CDLL(str(out / "libemu.so"))
-    p = ctypes.c_void_p
-
-    def arr(v):
-        return (ctypes.c_int64 * len(v))(*v)
-
-    class Ext:
-        SampleGeometry = _EmuGeometry
-
-        @staticmethod
-        def sample_forward(x, flow, occ, out, g, dtype, stream):
-            lib.emu_forward(p(x), p(flow), p(occ), p(out), *g.pack(), dtype)
-
-        @staticmethod
-        def sample_backward(go, x, flow, occ, g, gx, gxs, gflow, gocc, keys, wts, dtype, stream):
-            assert not (gocc and g.M != 1)
-            lib.emu_backward(p(go), p(x), p(flow), p(occ), *g.pack(), p(gx), arr(gxs), p(gflow), p(gocc), p(keys),
-                             p(wts), dtype)
-
-        @staticmethod
-        def gather_input_grad(bounds, perm, wts, entries, go, g, gx, gxs, dtype, stream):
-            lib.emu_gather(p(bounds), p(perm), p(wts), entries, p(go), *g.pack(), p(gx), arr(gxs), dtype)
-
-        @staticmethod
-        def resize_backward_axis(src, ss, dst, ds, b, a, lo, e, hi, scale, inv, window, align, stream):
-            i64 = ctypes.c_int64
-            lib.emu_resize(p(src), arr(ss), p(dst), arr(ds), i64(b), i64(a), i64(lo), i64(e), i64(hi),
-                           ctypes.c_float(scale), ctypes.c_float(inv), i64(window), int(align))
-
-    return Ext
+    return ctypes.CDLL(str(out / "libemu.so"))
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's fmod of inf (NaN/inf part)
-def test_cuda_kernels_emulated_on_the_cpu(emulated_cuda_extension, monkeypatch):
-    """The CUDA backend's logic without a GPU: csrc/warp.cu's kernels run by one host thread behind the
-    real wrappers (mcc_fast/cuda/warp.py), against the reference; NaN/inf exactly as the Triton kernels.
-    (Races, atomics and GPU-only conversions are exercised by the gpu-marked tests.)"""
+def test_cuda_kernels_emulated_on_the_cpu(emulated_cuda_kernels, monkeypatch):
+    """The CUDA backend's logic without a GPU: csrc/warp_kernels.cuh's kernels run by one host thread
+    behind the real wrappers (mcc_fast/cuda/warp.py) and the run-time launchers
+    (mcc_fast/cuda/runtime/warp.py: launch sizes, packed parameters, the ctypes SampleGeometry),
+    against the reference; NaN/inf exactly as the Triton kernels. (Races, atomics and GPU-only
+    conversions are exercised by the gpu-marked tests.)"""
     import contextlib
 
+    from mcc_fast.cuda import runtime
+    from mcc_fast.cuda.runtime import launch
+
+    suffix = {0: "f32", 1: "f16", 2: "bf16"}
+
+    def emulated_launch(self, kernel, grid, block, stream, *args, dtype=None):
+        spec = self.kernels[kernel]
+        fn = getattr(emulated_cuda_kernels, f"emu_{kernel}" + (f"_{suffix[dtype]}" if dtype is not None else ""))
+        fn.argtypes, fn.restype = list(spec.params), None
+        fn(*spec.pack(args))
+
     cw = importlib.import_module("mcc_fast.cuda.warp")
-    monkeypatch.setattr(cw, "extension", lambda: emulated_cuda_extension)
+    monkeypatch.setattr(launch.Family, "launch", emulated_launch)
+    monkeypatch.setattr(cw, "extension", runtime.module)
     monkeypatch.setattr(cw, "current_stream", lambda t: 0)
     monkeypatch.setattr(torch.cuda, "device", lambda d: contextlib.nullcontext())
     names = (["bilinear", "nearest"], ["zeros", "border", "reflection"])

@@ -11,7 +11,7 @@ def collect() -> dict:
     import torch
 
     from .. import __version__, backends
-    from ..cuda import extension_error
+    from ..cuda import extension_error, runtime_name
 
     info = {
         "mcc_fast": __version__,
@@ -30,7 +30,7 @@ def collect() -> dict:
     if extension_error() is None:
         from ..cuda import extension
 
-        info["cuda_extension"] = {"architectures": extension().architectures}
+        info["cuda_extension"] = {"runtime": runtime_name(), "architectures": extension().architectures}
     else:
         info["cuda_extension"] = None
     return info
@@ -48,7 +48,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"mcc_fast {info['mcc_fast']}  python {info['python']}  torch {info['torch']} (CUDA {info['torch_cuda']})  triton {info['triton']}")
     print(f"GPU: {', '.join(info['gpu']) or 'none'}")
     ext = info["cuda_extension"]
-    print(f"CUDA extension: {'built for ' + ext['architectures'] if ext else 'not built'}")
+    if ext is None:
+        print("CUDA kernels: not loadable (see the cuda backend below)")
+    elif ext["runtime"] == "nvrtc":
+        print("CUDA kernels: compiled at run time by NVRTC (no compiled module)")
+    else:
+        print(f"CUDA kernels: compiled module, built for {ext['architectures']}")
     for name, status in info["backends"].items():
         mark = "yes" if status["available"] else "no "
         print(f"  {name:<7} {mark}  {status['reason']}")

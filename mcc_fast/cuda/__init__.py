@@ -1,16 +1,35 @@
-"""Python side of the compiled CUDA kernels in csrc/ (module `mcc_fast._cuda`).
+"""Python side of the CUDA kernels in csrc/.
 
-The compiled functions take raw device pointers, sizes, strides and the stream; the
-wrappers in this package check arguments, allocate outputs with torch and pass pointers.
+Two ways to run them, with one API (raw device pointers, sizes, strides and the stream):
+  - "compiled": the module `mcc_fast._cuda`, built by `pip install` with nvcc;
+  - "nvrtc": the same kernel sources compiled at run time (mcc_fast.cuda.runtime), for an
+    install made without nvcc.
+MCC_FAST_CUDA_RUNTIME chooses: "auto" (default: compiled, else nvrtc), "compiled" or "nvrtc".
+The wrappers in this package check arguments, allocate outputs with torch and pass pointers.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+import os
+
+RUNTIMES = ("auto", "compiled", "nvrtc")
+_override: list[str] = []
+
+
+def requested_runtime() -> str:
+    """The runtime asked for: the innermost `using(...)`, else $MCC_FAST_CUDA_RUNTIME, else "auto"."""
+    if _override:
+        return _override[-1]
+    value = os.environ.get("MCC_FAST_CUDA_RUNTIME", "auto").strip().lower() or "auto"
+    if value not in RUNTIMES:
+        raise ValueError(f"MCC_FAST_CUDA_RUNTIME must be one of {RUNTIMES}, got {value!r}")
+    return value
 
 
 @functools.lru_cache(maxsize=1)
-def _load():
+def _compiled():
     try:
         return importlib.import_module("mcc_fast._cuda"), None
     except ImportError as exc:
@@ -20,14 +39,58 @@ def _load():
         )
 
 
-def extension_error() -> str | None:
-    """None when the compiled module loads, else why not."""
-    return _load()[1]
+@functools.lru_cache(maxsize=1)
+def _nvrtc():
+    from . import runtime
+
+    err = runtime.unavailable_reason()
+    if err:
+        return None, f"the run-time compiled kernels are unavailable: {err}"
+    return runtime.module(), None
 
 
-def extension():
-    """The compiled module; RuntimeError naming the reason when it is unavailable."""
-    module, err = _load()
+def _load(kind: str):
+    if kind == "compiled":
+        return _compiled()
+    if kind == "nvrtc":
+        return _nvrtc()
+    module, err = _compiled()
+    if module is not None:
+        return module, None
+    fallback, err2 = _nvrtc()
+    if fallback is not None:
+        return fallback, None
+    return None, f"{err}; and {err2}"
+
+
+def extension_error(kind: str | None = None) -> str | None:
+    """None when the kernels can be loaded (`kind`: a RUNTIMES name, default the requested one), else why not."""
+    return _load(kind or requested_runtime())[1]
+
+
+def extension(kind: str | None = None):
+    """The kernel module (compiled, or run-time compiled); RuntimeError naming the reason when unavailable."""
+    module, err = _load(kind or requested_runtime())
     if module is None:
         raise RuntimeError(f"mcc_fast cuda backend unavailable: {err}")
     return module
+
+
+def runtime_name(kind: str | None = None) -> str | None:
+    """"compiled" or "nvrtc": which one `extension(kind)` returns (None when neither loads)."""
+    module, _ = _load(kind or requested_runtime())
+    if module is None:
+        return None
+    return getattr(module, "runtime", "compiled")
+
+
+@contextlib.contextmanager
+def using(kind: str):
+    """Run the cuda backend on `kind` ("compiled" or "nvrtc") inside the block (tests, benchmarks)."""
+    if kind not in RUNTIMES:
+        raise ValueError(f"kind must be one of {RUNTIMES}, got {kind!r}")
+    _override.append(kind)
+    try:
+        yield
+    finally:
+        _override.pop()
