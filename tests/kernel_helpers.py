@@ -26,3 +26,9 @@ def require_backend(backend: str) -> None:
     status = mcc_fast.backends()[backend]
     if not status.available:
         pytest.skip(f"{backend} backend unavailable: {status.reason}")
+
+
+# The cuda backend on a machine without a GPU: csrc/'s kernels run on the CPU by
+# tests/cuda_emulation.py behind the real wrappers and run-time launchers (tests/conftest.py
+# installs it for cases with this marker; a GPU machine runs the real "cuda" cases instead).
+CUDA_EMULATED = pytest.param("cuda", id="cuda_emulated", marks=pytest.mark.cuda_emulated)

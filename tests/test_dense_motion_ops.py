@@ -19,12 +19,13 @@ import pytest  # noqa: E402
 import mcc_fast  # noqa: E402
 from mcc_fast.ops import compose_flow, dense_motion_input, keypoint_heatmaps, sparse_motions  # noqa: E402
 from mcc_fast.reference import dense_motion as ref  # noqa: E402
+from kernel_helpers import CUDA_EMULATED  # noqa: E402
 from kernel_helpers import require_backend as _require  # noqa: E402
 
 HAS_GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if HAS_GPU else "cpu")
 needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
-BACKENDS = [pytest.param("triton"), pytest.param("cuda", marks=[pytest.mark.gpu, needs_gpu])]
+BACKENDS = [pytest.param("triton"), pytest.param("cuda", marks=[pytest.mark.gpu, needs_gpu]), CUDA_EMULATED]
 
 
 

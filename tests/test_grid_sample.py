@@ -17,12 +17,12 @@ if not torch.cuda.is_available():
 import mcc_fast  # noqa: E402
 from mcc_fast.ops import grid_sample  # noqa: E402
 from mcc_fast.reference import warp as reference  # noqa: E402
-from kernel_helpers import deterministic_algorithms  # noqa: E402
+from kernel_helpers import CUDA_EMULATED, deterministic_algorithms  # noqa: E402
 from kernel_helpers import require_backend as _require  # noqa: E402
 
 HAS_GPU = torch.cuda.is_available()
 DEV = torch.device("cuda" if HAS_GPU else "cpu")
-KERNEL_BACKENDS = ["triton", pytest.param("cuda", marks=pytest.mark.gpu)]
+KERNEL_BACKENDS = ["triton", pytest.param("cuda", marks=pytest.mark.gpu), CUDA_EMULATED]
 MODES = ["bilinear", "nearest"]
 PADDINGS = ["zeros", "border", "reflection"]
 TOL = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}

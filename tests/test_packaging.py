@@ -56,8 +56,8 @@ def test_wheel_ships_the_kernel_sources_for_the_runtime_compiler(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("mcc_fast-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    headers = {p.name for p in (repo / "csrc").glob("*.h*")}
-    assert headers and {f"mcc_fast/cuda/csrc/{h}" for h in headers} <= names
+    headers = {p.name for p in [*(repo / "csrc").glob("*.h"), *(repo / "csrc").glob("*.cuh")]}
+    assert "warp_kernels.cuh" in headers and {f"mcc_fast/cuda/csrc/{h}" for h in headers} <= names
     assert not any(n.endswith((".cu", ".cpp")) for n in names)  # only what NVRTC reads
     assert "mcc_fast/cuda/runtime/launch.py" in names and "mcc_fast/kernels/vq_search.py" in names
     assert "mcc_fast/training/trainer.py" in names

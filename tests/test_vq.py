@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 import mcc_fast
 from mcc_fast.ops import Quantized, VQStats, nearest_code, quantize, quantize_multiscale
 from mcc_fast.reference import vq as reference
+from kernel_helpers import CUDA_EMULATED
 
 HAS_GPU = torch.cuda.is_available()
 DEV = torch.device("cuda" if HAS_GPU else "cpu")
-KERNEL_BACKENDS = ["triton", pytest.param("cuda", marks=pytest.mark.gpu)]
+KERNEL_BACKENDS = ["triton", pytest.param("cuda", marks=pytest.mark.gpu), CUDA_EMULATED]
 ALL_BACKENDS = ["torch", *KERNEL_BACKENDS]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 

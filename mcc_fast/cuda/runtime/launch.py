@@ -39,6 +39,12 @@ def source_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "csrc"
 
 
+def source_files(folder: Path | None = None) -> list[Path]:
+    """The headers NVRTC may read (*.h, *.cuh) in `folder` (default: source_dir())."""
+    folder = folder or source_dir()
+    return sorted([*folder.glob("*.h"), *folder.glob("*.cuh")])
+
+
 def cuda_include_dirs() -> list[str]:
     """Folders with cuda_fp16.h / cuda_bf16.h for NVRTC (it has no built-in copy): the CUDA
     toolkit, NVIDIA's runtime wheels, or the copy Triton ships."""
@@ -99,7 +105,7 @@ class Family:
     def source(self) -> str:
         """The program NVRTC compiles: the header, plus a digest of every csrc header it may read."""
         digest = hashlib.sha256()
-        for path in sorted(source_dir().glob("*.h*")):
+        for path in source_files():
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
         return f'// csrc digest {digest.hexdigest()}\n#include "{self.header}"\n'
 
@@ -136,9 +142,14 @@ class Family:
         spec = self.kernels[kernel]
         device = torch.cuda.current_device()
         function = self._functions_on(device)[spec.expression(dtype)]
-        grid = tuple(int(g) for g in (*grid, 1, 1)[:3]) if isinstance(grid, tuple) else (int(grid), 1, 1)
-        block = tuple(int(b) for b in (*block, 1, 1)[:3]) if isinstance(block, tuple) else (int(block), 1, 1)
-        driver.launch(device, function, grid, block, stream, spec.pack(args))
+        driver.launch(device, function, dims(grid), dims(block), stream, spec.pack(args))
+
+
+def dims(shape) -> tuple[int, int, int]:
+    """A grid or block shape (an int or a tuple of up to 3) as (x, y, z)."""
+    if isinstance(shape, tuple):
+        return tuple(int(v) for v in (*shape, 1, 1)[:3])
+    return (int(shape), 1, 1)
 
 
 @functools.cache
