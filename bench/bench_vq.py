@@ -61,6 +61,23 @@ def bench_nearest_code(benchmark, device, small, backend, n, d, num, dtype):
     )
 
 
+@pytest.mark.parametrize("precision", ["tf32", "ieee"])
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def bench_nearest_code_fp32_precision(benchmark, device, small, backend, precision):
+    """fp32 search with TF32 tensor cores (the default) vs fp32 FMA ("ieee"), same shape."""
+    n, d, num = 16 * 1024, 256, 1024
+    _skip(backend, device, small, n)
+    z, cb = _inputs(n, d, device, torch.float32, small)
+    n, num = z.shape[0], min(num, 128) if small else num
+    benchmark.group = f"nearest_code fp32 precision N={n} d={d} K={num}"
+    compare(
+        benchmark,
+        lambda: mcc_fast.ops.nearest_code(z, cb, num, backend=backend, precision=precision),
+        lambda: mcc_fast.ops.nearest_code(z, cb, num, backend="torch"),
+        device=device, flops=2 * n * num * d, bytes_moved=(n + num) * d * 4 + n * 12, check=_check_search,
+    )
+
+
 def _official_fwd(z, cb, num):
     """The official VectorQuantizer forward (distance matrix, argmin, one-hot matmul)."""
     codes = cb[:num]

@@ -13,8 +13,8 @@ void register_vq(py::module_& m) {
   m.def("vq_segsum_chunk_rows", &mcc::vq_segsum_chunk_rows);
   m.def("vq_search_forward", &mcc::vq_search_forward, arg("z"), arg("z_stride_n"), arg("z_stride_d"), arg("n"),
         arg("start"), arg("num"), arg("codebook"), arg("cb_stride_k"), arg("cb_stride_d"), arg("codes"), arg("d"),
-        arg("dtype"), arg("esq"), arg("indices_out"), arg("distances_out"), arg("fused"), arg("beta"),
-        arg("zq_out"), arg("counts32"), arg("counts64"), arg("parts"), arg("loss"), arg("perplexity"),
+        arg("dtype"), arg("esq"), arg("indices_out"), arg("distances_out"), arg("fused"), arg("tensor_cores"),
+        arg("beta"), arg("zq_out"), arg("counts32"), arg("counts64"), arg("parts"), arg("loss"), arg("perplexity"),
         arg("usage"), arg("stream"), py::call_guard<py::gil_scoped_release>());
   m.def("vq_backward_rows", &mcc::vq_backward_rows, arg("z"), arg("z_stride_n"), arg("z_stride_d"),
         arg("grad_zq"), arg("g_stride_n"), arg("g_stride_d"), arg("n"), arg("codebook"), arg("cb_stride_k"),

@@ -28,7 +28,8 @@ I64 vq_segsum_chunk_rows() { return kChunk; }
 void vq_search_forward(const std::vector<std::intptr_t>& z, const IVec& z_stride_n, const IVec& z_stride_d,
                        const IVec& n, const IVec& start, const IVec& num, std::intptr_t codebook,
                        I64 cb_stride_k, I64 cb_stride_d, I64 codes, I64 d, int dtype, std::intptr_t esq,
-                       std::intptr_t indices_out, std::intptr_t distances_out, int fused, double beta,
+                       std::intptr_t indices_out, std::intptr_t distances_out, int fused, int tensor_cores,
+                       double beta,
                        std::intptr_t zq_out, std::intptr_t counts32, std::intptr_t counts64, std::intptr_t parts,
                        std::intptr_t loss, std::intptr_t perplexity, std::intptr_t usage, std::intptr_t stream) {
   const std::size_t nseg = z.size();
@@ -76,16 +77,18 @@ void vq_search_forward(const std::vector<std::intptr_t>& z, const IVec& z_stride
         cb, cb_stride_k, cb_stride_d, lo, hi, d, reinterpret_cast<float*>(esq));
     check_cuda(cudaGetLastError(), "vq sq_norms launch");
     if (blocks == 0) return;
-    if (fused) {
-      vq_search_kernel<T, true><<<static_cast<unsigned>(blocks), kThreads, 0, st>>>(
+    auto search = [&](auto kernel, bool with_outputs) {
+      kernel<<<static_cast<unsigned>(blocks), kThreads, 0, st>>>(
           a, cb, cb_stride_k, cb_stride_d, static_cast<int>(d), reinterpret_cast<const float*>(esq),
           reinterpret_cast<I64*>(indices_out), reinterpret_cast<float*>(distances_out),
-          reinterpret_cast<T*>(zq_out), reinterpret_cast<int*>(counts32), reinterpret_cast<float*>(parts));
-    } else {
-      vq_search_kernel<T, false><<<static_cast<unsigned>(blocks), kThreads, 0, st>>>(
-          a, cb, cb_stride_k, cb_stride_d, static_cast<int>(d), reinterpret_cast<const float*>(esq),
-          reinterpret_cast<I64*>(indices_out), reinterpret_cast<float*>(distances_out), nullptr, nullptr, nullptr);
-    }
+          with_outputs ? reinterpret_cast<T*>(zq_out) : nullptr,
+          with_outputs ? reinterpret_cast<int*>(counts32) : nullptr,
+          with_outputs ? reinterpret_cast<float*>(parts) : nullptr);
+    };
+    if (fused && tensor_cores) search(vq_search_kernel<T, true, true>, true);
+    else if (fused) search(vq_search_kernel<T, true, false>, true);
+    else if (tensor_cores) search(vq_search_kernel<T, false, true>, false);
+    else search(vq_search_kernel<T, false, false>, false);
     check_cuda(cudaGetLastError(), "vq search launch");
   });
   if (fused) {

@@ -22,6 +22,8 @@ using IVec = std::vector<I64>;
 // Number of search blocks (= loss partials) of a segment with n rows.
 I64 vq_search_blocks(I64 n);
 
+// tensor_cores != 0: the dot products of the search on tensor cores (fp16/bf16 operands, or
+// fp32 rounded to TF32), else fp32 FMA; the two best candidates are re-ranked exactly either way.
 // fused == 0: indices and distances only (zq_out, counts32, counts64, parts, loss, perplexity,
 // usage may be 0). Otherwise also z_q (contiguous (sum N_s, d), rows in segment order),
 // int32 histograms counts32 (zeroed by the caller; sum num_s entries), their int64 copy
@@ -30,7 +32,8 @@ I64 vq_search_blocks(I64 n);
 void vq_search_forward(const std::vector<std::intptr_t>& z, const IVec& z_stride_n, const IVec& z_stride_d,
                        const IVec& n, const IVec& start, const IVec& num, std::intptr_t codebook,
                        I64 cb_stride_k, I64 cb_stride_d, I64 codes, I64 d, int dtype, std::intptr_t esq,
-                       std::intptr_t indices_out, std::intptr_t distances_out, int fused, double beta,
+                       std::intptr_t indices_out, std::intptr_t distances_out, int fused, int tensor_cores,
+                       double beta,
                        std::intptr_t zq_out, std::intptr_t counts32, std::intptr_t counts64, std::intptr_t parts,
                        std::intptr_t loss, std::intptr_t perplexity, std::intptr_t usage, std::intptr_t stream);
 

@@ -1,14 +1,17 @@
-// Kernels of the nearest-code search and fused vector quantisation (SIMT fp32; see vq_search.h).
-// Launched by vq_search.cu, or compiled at run time by NVRTC (mcc_fast/cuda/runtime/vq.py).
+// Kernels of the nearest-code search and fused vector quantisation (see vq_search.h), launched
+// by vq_search.cu or compiled at run time by NVRTC (mcc_fast/cuda/runtime/vq.py).
 //
 // Search: a block of 256 threads owns 64 query rows of one segment and sweeps the segment's
-// codes in tiles of 64; z and codebook slices of 16 dimensions are widened to fp32 in shared
-// memory and every thread accumulates a 4 x 4 (rows x codes) register tile with FMA. Each
-// thread keeps, per row, the top-2 (distance, index) of the codes it saw; at the end the 16
-// threads of a row group merge their lists with shuffles (lexicographic (value, index): ties
-// to the lowest index), then re-rank the two candidates by the exact pairwise difference and
-// write the outputs. No N x K matrix is stored.
+// codes in tiles of 64, in slices of 16 dimensions staged in shared memory. The dot products
+// of a tile come from fp32 FMA (SIMT: every thread a 4 x 4 register tile) or from tensor cores
+// (wmma: fp16/bf16 operands, or fp32 rounded to TF32; fp32 accumulation) and land in the same
+// per-thread 4 x 4 (rows x codes) layout. Each thread keeps, per row, the top-2 (distance,
+// index) of the codes it saw; at the end the 16 threads of a row group merge their lists with
+// shuffles (lexicographic (value, index): ties to the lowest index), then re-rank the two
+// candidates by the exact pairwise difference and write the outputs. No N x K matrix is stored.
 #pragma once
+#include <mma.h>
+
 #include "device_common.cuh"
 #include "vq_search_types.h"
 
@@ -61,28 +64,34 @@ __global__ void sq_norms_kernel(const T* __restrict__ cb, I64 sk, I64 sd, I64 lo
   if (lane == 0) out[row] = acc;
 }
 
-template <typename T, bool kFused>
-__global__ void __launch_bounds__(kThreads) vq_search_kernel(
-    SegArgs a, const T* __restrict__ cb, I64 cb_sk, I64 cb_sd, int d, const float* __restrict__ esq,
-    I64* __restrict__ idx_out, float* __restrict__ dist_out, T* __restrict__ zq_out, int* __restrict__ counts,
-    float* __restrict__ parts) {
-  __shared__ float zs[kKD][kRows + 4];
-  __shared__ float es[kKD][kCodes + 4];
-  __shared__ float red[kRows];
+// Shared-memory operand tiles of the tensor-core path: T itself for fp16/bf16 (m16n16k16),
+// float rounded to TF32 in the fragments for fp32 (m16n16k8). Row strides keep every 16-row
+// sub-tile 32-byte aligned, as wmma requires.
+template <typename T> struct TcOperand {
+  using type = T;
+  using fragment = T;
+  static constexpr bool kTf32 = false;
+  static constexpr int kK = 16, kLd = kKD + 8;
+};
+template <> struct TcOperand<float> {
+  using type = float;
+  using fragment = nvcuda::wmma::precision::tf32;
+  static constexpr bool kTf32 = true;
+  static constexpr int kK = 8, kLd = kKD + 4;
+};
+
+// acc[i][j] = z_row(ty*4+i) . e_code(c0 + tx*4+j) over all d, for one tile of kCodes codes.
+// SIMT: fp32 FMA from fp32 copies in shared memory. Tensor cores: each of the 8 warps owns a
+// 16 x 32 block of the 64 x 64 tile (two wmma accumulators); the products go through shared
+// memory to the same per-thread 4 x 4 layout, so the candidate logic below is shared.
+template <typename T, bool kTensorCores>
+__device__ __forceinline__ void tile_dots(const T* __restrict__ z, I64 zsn, I64 zsd, I64 n, I64 row0,
+                                          const T* __restrict__ cb, I64 cb_sk, I64 cb_sd, I64 start, I64 num,
+                                          I64 c0, int d, float (&acc)[4][4]) {
   const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
-  const I64 pid = blockIdx.x;
-  const int s = segment_of(a, pid);
-  const T* __restrict__ z = static_cast<const T*>(a.z[s]);
-  const I64 zsn = a.zsn[s], zsd = a.zsd[s], n = a.n[s], start = a.start[s], num = a.num[s];
-  const I64 row0 = (pid - a.pstart[s]) * kRows;
-
-  float b1[4], b2[4];
-  int j1[4], j2[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) { b1[i] = b2[i] = MCC_INF; j1[i] = j2[i] = -1; }
-
-  for (I64 c0 = 0; c0 < num; c0 += kCodes) {
-    float acc[4][4];
+  if constexpr (!kTensorCores) {
+    __shared__ float zs[kKD][kRows + 4];
+    __shared__ float es[kKD][kCodes + 4];
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -109,6 +118,75 @@ __global__ void __launch_bounds__(kThreads) vq_search_kernel(
           for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(zv[i], ev[j], acc[i][j]);
       }
     }
+  } else {
+    namespace wmma = nvcuda::wmma;
+    using Op = TcOperand<T>;
+    using S = typename Op::type;
+    using FragT = typename Op::fragment;
+    constexpr int K = Op::kK, LD = Op::kLd;
+    __shared__ __align__(32) S za[kRows][LD];
+    __shared__ __align__(32) S eb[kCodes][LD];
+    __shared__ __align__(32) float prod[kRows][kCodes + 4];
+    const int warp = tid >> 5, wr = warp >> 1, wc = warp & 1;
+    wmma::fragment<wmma::accumulator, 16, 16, K, float> f0, f1;
+    wmma::fill_fragment(f0, 0.f);
+    wmma::fill_fragment(f1, 0.f);
+    for (int k0 = 0; k0 < d; k0 += kKD) {
+      __syncthreads();
+      for (int e = tid; e < kRows * kKD; e += kThreads) {
+        const int r = e / kKD, k = e % kKD, dim = k0 + k;
+        const I64 row = row0 + r, code = c0 + r;
+        za[r][k] = (row < n && dim < d) ? z[row * zsn + dim * zsd] : S(0.f);
+        eb[r][k] = (code < num && dim < d) ? cb[(start + code) * cb_sk + dim * cb_sd] : S(0.f);
+      }
+      __syncthreads();
+#pragma unroll
+      for (int kk = 0; kk < kKD; kk += K) {
+        wmma::fragment<wmma::matrix_a, 16, 16, K, FragT, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, K, FragT, wmma::col_major> b0, b1;
+        wmma::load_matrix_sync(a, &za[wr * 16][kk], LD);
+        wmma::load_matrix_sync(b0, &eb[wc * 32][kk], LD);
+        wmma::load_matrix_sync(b1, &eb[wc * 32 + 16][kk], LD);
+        if constexpr (Op::kTf32) {
+          for (int i = 0; i < a.num_elements; ++i) a.x[i] = wmma::__float_to_tf32(a.x[i]);
+          for (int i = 0; i < b0.num_elements; ++i) b0.x[i] = wmma::__float_to_tf32(b0.x[i]);
+          for (int i = 0; i < b1.num_elements; ++i) b1.x[i] = wmma::__float_to_tf32(b1.x[i]);
+        }
+        wmma::mma_sync(f0, a, b0, f0);
+        wmma::mma_sync(f1, a, b1, f1);
+      }
+    }
+    wmma::store_matrix_sync(&prod[wr * 16][wc * 32], f0, kCodes + 4, wmma::mem_row_major);
+    wmma::store_matrix_sync(&prod[wr * 16][wc * 32 + 16], f1, kCodes + 4, wmma::mem_row_major);
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc[i][j] = prod[ty * 4 + i][tx * 4 + j];
+  }
+}
+
+template <typename T, bool kFused, bool kTensorCores>
+__global__ void __launch_bounds__(kThreads) vq_search_kernel(
+    SegArgs a, const T* __restrict__ cb, I64 cb_sk, I64 cb_sd, int d, const float* __restrict__ esq,
+    I64* __restrict__ idx_out, float* __restrict__ dist_out, T* __restrict__ zq_out, int* __restrict__ counts,
+    float* __restrict__ parts) {
+  __shared__ float red[kRows];
+  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+  const I64 pid = blockIdx.x;
+  const int s = segment_of(a, pid);
+  const T* __restrict__ z = static_cast<const T*>(a.z[s]);
+  const I64 zsn = a.zsn[s], zsd = a.zsd[s], n = a.n[s], start = a.start[s], num = a.num[s];
+  const I64 row0 = (pid - a.pstart[s]) * kRows;
+
+  float b1[4], b2[4];
+  int j1[4], j2[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) { b1[i] = b2[i] = MCC_INF; j1[i] = j2[i] = -1; }
+
+  for (I64 c0 = 0; c0 < num; c0 += kCodes) {
+    float acc[4][4];
+    tile_dots<T, kTensorCores>(z, zsn, zsd, n, row0, cb, cb_sk, cb_sd, start, num, c0, d, acc);
     // codes of this thread come in increasing order: strict comparisons keep the lowest index
 #pragma unroll
     for (int j = 0; j < 4; ++j) {

@@ -1,7 +1,8 @@
 """Run csrc/'s CUDA kernels on the CPU, behind the real launchers, for tests without a GPU.
 
 `build(family, tmp_dir)` compiles a kernel family's header (csrc/*_kernels.cuh) with g++ and
-tests/cuda_emulation.h (threads for CUDA threads, barriers for __syncthreads and shuffles),
+tests/cuda_emulation.h (threads for CUDA threads, barriers for __syncthreads and shuffles;
+tests/cuda_emulation_mma.h for the tensor-core wmma calls),
 with one C entry point per kernel and element type generated from the run-time launcher's own
 parameter list (mcc_fast.cuda.runtime). `install(monkeypatch, *libs)` then makes the run-time
 launchers call those entry points instead of the driver, and points the wrappers in
@@ -25,12 +26,13 @@ from mcc_fast.cuda.runtime import launch
 
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
 PRELUDE = Path(__file__).resolve().parent / "cuda_emulation.h"
+MMA = Path(__file__).resolve().parent / "cuda_emulation_mma.h"  # stands in for <mma.h>
 _SUFFIX = {0: "_f32", 1: "_f16", 2: "_bf16"}
 _DIMS = (ctypes.c_uint,) * 6
 # Device-code keywords -> host C++ (the kernels are otherwise compiled as written).
 _HOST_SPELLING = ((r"__launch_bounds__\([^)]*\)", ""), (r"\b__global__\b", ""), (r"\b__device__\b", ""),
                   (r"\b__forceinline__\b", "inline"), (r"\b__restrict__\b", "__restrict"),
-                  (r"\b__shared__\b", "static"))
+                  (r"\b__shared__\b", "static"), (r"__align__\((\d+)\)", r"__attribute__((aligned(\1)))"))
 
 
 def _cpp_type(typ) -> str:
@@ -77,6 +79,7 @@ def build(family: launch.Family, out_dir: Path) -> ctypes.CDLL:
         for pattern, repl in _HOST_SPELLING:
             text = re.sub(pattern, repl, text)
         (headers / path.name).write_text(text)
+    shutil.copy(MMA, headers / "mma.h")
     src = out_dir / f"emu_{family.header.split('.')[0]}.cpp"
     src.write_text(f'#include "{PRELUDE}"\n#include "{family.header}"\n{_PTR}{_entry_points(family)}\n')
     lib = out_dir / f"lib{src.stem}.so"

@@ -175,7 +175,7 @@ def launches(monkeypatch):
 
 def test_vq_forward_orders_segments_and_sizes_the_grids(launches):
     rt_vq.vq_search_forward([1000, 2000], [64, 64], [1, 1], [100, 130], [0, 512], [512, 1024], 3000, 64, 1, 1536, 64,
-                            0, 4000, 5000, 6000, 1, 0.25, 7000, 8000, 9000, 10000, 11000, 12000, 13000, 77)
+                            0, 4000, 5000, 6000, 1, 0, 0.25, 7000, 8000, 9000, 10000, 11000, 12000, 13000, 77)
     names = [k for k, *_ in launches]
     assert names == ["sq_norms", "search_fused", "finalize"]
     _, grid, block, stream, packed, dtype = launches[0]
@@ -190,10 +190,28 @@ def test_vq_forward_orders_segments_and_sizes_the_grids(launches):
     assert launches[2][1] == 2  # one finalize block per segment
     with pytest.raises(ValueError, match="between 1 and 4 segments"):
         rt_vq.vq_search_forward([1] * 5, [1] * 5, [1] * 5, [1] * 5, [0] * 5, [1] * 5, 0, 1, 1, 5, 4, 0, 0, 0, 0, 0,
-                                0.25, 0, 0, 0, 0, 0, 0, 0, 0)
+                                0, 0.25, 0, 0, 0, 0, 0, 0, 0, 0)
     with pytest.raises(ValueError, match="differ in length"):
-        rt_vq.vq_search_forward([1, 2], [1], [1, 1], [1, 1], [0, 0], [1, 1], 0, 1, 1, 1, 4, 0, 0, 0, 0, 0, 0.25, 0,
-                                0, 0, 0, 0, 0, 0, 0)
+        rt_vq.vq_search_forward([1, 2], [1], [1, 1], [1, 1], [0, 0], [1, 1], 0, 1, 1, 1, 4, 0, 0, 0, 0, 0, 0, 0.25,
+                                0, 0, 0, 0, 0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("dtype,precision,kernel", [
+    (torch.float32, "tf32", "search_fused_tc"), (torch.float32, "ieee", "search_fused"),
+    (torch.float32, "tf32x3", "search_fused"), (torch.bfloat16, "ieee", "search_fused_tc"),
+    (torch.float16, "tf32", "search_fused_tc")])
+def test_vq_wrapper_puts_the_search_on_tensor_cores(launches, monkeypatch, dtype, precision, kernel):
+    """fp16/bf16, and fp32 with TF32 allowed: the wmma kernel; fp32 "ieee"/"tf32x3": fp32 FMA."""
+    import contextlib
+
+    from mcc_fast.cuda import vq as cuda_vq
+
+    monkeypatch.setattr(cuda_vq, "extension", runtime.module)
+    monkeypatch.setattr(cuda_vq, "current_stream", lambda t: 0)
+    monkeypatch.setattr(torch.cuda, "device", lambda d: contextlib.nullcontext())
+    z, cb = torch.zeros(10, 8, dtype=dtype), torch.zeros(16, 8, dtype=dtype)
+    cuda_vq.search([cuda_vq.Segment(z, 0, 16)], cb, fused=True, precision=precision)
+    assert [k for k, *_ in launches] == ["sq_norms", kernel, "finalize"]
 
 
 def test_vq_backward_launches(launches):

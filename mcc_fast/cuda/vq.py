@@ -1,9 +1,10 @@
 """CUDA wrappers for the nearest-code search and vector quantisation (csrc/vq_search.cu).
 
 Same interface as kernels/vq_search.py (`search`) and kernels/vq_codebook_grad.py
-(`backward`), so mcc_fast.ops dispatches to either. The CUDA kernels compute dot products
-with fp32 FMA (no tensor cores): `precision` is accepted and ignored. The deterministic
-codebook gradient sorts the indices with torch.sort (stable) before the segment-sum kernels.
+(`backward`), so mcc_fast.ops dispatches to either. The search's dot products run on tensor
+cores for fp16/bf16 inputs and for fp32 with precision="tf32" (TF32 operands); fp32 with
+"tf32x3" or "ieee" uses fp32 FMA. The deterministic codebook gradient sorts the indices with
+torch.sort (stable) before the segment-sum kernels.
 """
 from __future__ import annotations
 
@@ -45,13 +46,13 @@ def _seg_lists(segments: Sequence[Segment]):
 def search(segments: Sequence[Segment], codebook: torch.Tensor, *, fused: bool, beta: float = 0.25,
            precision: str = "tf32") -> ForwardResult:
     """Up to 4 searches in one launch (plus |e|^2 and finalize). All tensors CUDA, one dtype."""
-    del precision  # SIMT fp32 FMA: always the "ieee" accuracy
     ext = extension()
     if not 1 <= len(segments) <= MAX_SEGMENTS:
         raise ValueError(f"between 1 and {MAX_SEGMENTS} segments per launch, got {len(segments)}")
     device, dtype = codebook.device, codebook.dtype
     code = dtype_code(codebook, "codebook")
     k, d = codebook.shape
+    tensor_cores = dtype != torch.float32 or precision == "tf32"
     zp, zsn, zsd, rows = _seg_lists(segments)
     total = sum(rows)
     idx = torch.empty(total, dtype=torch.int64, device=device)
@@ -74,7 +75,8 @@ def search(segments: Sequence[Segment], codebook: torch.Tensor, *, fused: bool, 
         ext.vq_search_forward(
             zp, zsn, zsd, rows, [s.start for s in segments], [s.num for s in segments],
             codebook.data_ptr(), codebook.stride(0), codebook.stride(1), k, d, code, esq.data_ptr(),
-            idx.data_ptr(), dist.data_ptr(), int(fused), float(beta), *ptrs, current_stream(codebook),
+            idx.data_ptr(), dist.data_ptr(), int(fused), int(tensor_cores), float(beta), *ptrs,
+            current_stream(codebook),
         )
     if not fused:
         return ForwardResult(None, idx, dist, None, None, None, None)

@@ -12,9 +12,9 @@ Numerics (all backends)
   codebook are promoted to a common dtype first (bfloat16 z with a float32 codebook: both
   float32), through autograd.
 - Ties (equal distances, e.g. duplicate codebook rows) go to the lowest index.
-- Near-ties (triton backend): candidates come from |e|^2 - 2 z.e on tensor cores (fp32
-  inputs: TF32 with `precision="tf32"`, the default; 3xTF32 with "tf32x3"; plain fp32 FMA
-  with "ieee"; fp16/bf16 inputs: exact products, fp32 accumulation). The two best
+- Near-ties (triton and cuda backends): candidates come from |e|^2 - 2 z.e on tensor cores
+  (fp32 inputs: TF32 with `precision="tf32"`, the default; 3xTF32 with "tf32x3"; plain fp32
+  FMA with "ieee"; fp16/bf16 inputs: exact products, fp32 accumulation). The two best
   candidates are then re-ranked by the exact fp32 difference d(z,e1) - d(z,e2) =
   sum (e1 - e2)(e1 + e2 - 2z), which has no |z|^2 cancellation. Guaranteed: the result is
   the exact-fp32 argmin whenever the true nearest code is among the two best approximate
@@ -23,9 +23,10 @@ Numerics (all backends)
   bits; typical errors are far smaller), about 2^-18 |z||e| for 3xTF32, and about
   d * 2^-24 |z||e| (accumulation only) for fp16/bf16 and "ieee". Codes that close are
   equally good to within that tolerance; a far-off wrong code is never returned. The cuda
-  backend computes the dot products with fp32 FMA (no tensor cores) and re-ranks the same
-  way. The torch reference uses the official expanded formula, so at near-ties the
-  backends may pick different (equally near, within the tolerances above) codes.
+  backend uses tensor cores (wmma) for fp16/bf16 and for fp32 with "tf32"; fp32 with
+  "tf32x3" or "ieee" uses fp32 FMA there (the "ieee" accuracy). The torch reference uses the
+  official expanded formula, so at near-ties the backends may pick different (equally near,
+  within the tolerances above) codes.
 - Reported distances are the direct fp32 sum (z - e)^2 of the chosen code: never
   negative (+inf if it overflows float32).
 
@@ -141,7 +142,7 @@ def nearest_code(z: torch.Tensor, codebook: torch.Tensor, num_codes: int | None 
     int64 (N,) into the whole codebook, squared distances float32 (N,), never negative).
     Ties go to the lowest index; rows of z with NaN/Inf get -1 and NaN (module docstring).
     backend: None (auto), "torch", "triton" or "cuda". precision: for float32 inputs on
-    the triton backend, "tf32" (default), "tf32x3" or "ieee" (module docstring).
+    the triton and cuda backends, "tf32" (default), "tf32x3" or "ieee" (module docstring).
     No gradient flows through this op.
     """
     _check_codebook(codebook)

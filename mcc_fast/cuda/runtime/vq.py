@@ -38,8 +38,10 @@ class SegArgs(ctypes.Structure):
 _SEARCH = (SegArgs, PTR, I64, I64, I32, PTR, PTR, PTR, PTR, PTR, PTR)
 FAMILY = Family("vq_search_kernels.cuh", {
     "sq_norms": Kernel("mcc::sq_norms_kernel<{T}>", (PTR, I64, I64, I64, I64, I64, PTR)),
-    "search": Kernel("mcc::vq_search_kernel<{T}, false>", _SEARCH),
-    "search_fused": Kernel("mcc::vq_search_kernel<{T}, true>", _SEARCH),
+    "search": Kernel("mcc::vq_search_kernel<{T}, false, false>", _SEARCH),
+    "search_fused": Kernel("mcc::vq_search_kernel<{T}, true, false>", _SEARCH),
+    "search_tc": Kernel("mcc::vq_search_kernel<{T}, false, true>", _SEARCH),
+    "search_fused_tc": Kernel("mcc::vq_search_kernel<{T}, true, true>", _SEARCH),
     "finalize": Kernel("mcc::vq_finalize_kernel", (SegArgs, I64, PTR, PTR, PTR, F32, PTR, PTR, PTR)),
     "backward_rows": Kernel("mcc::vq_backward_rows_kernel<{T}>", (SegArgs, PTR, I64, I64, I32, PTR, PTR, F32, PTR,
                                                                   PTR)),
@@ -66,8 +68,8 @@ def vq_segsum_chunk_rows() -> int:
 
 
 def vq_search_forward(z, z_stride_n, z_stride_d, n, start, num, codebook, cb_stride_k, cb_stride_d, codes, d, dtype,
-                      esq, indices_out, distances_out, fused, beta, zq_out, counts32, counts64, parts, loss,
-                      perplexity, usage, stream):
+                      esq, indices_out, distances_out, fused, tensor_cores, beta, zq_out, counts32, counts64, parts,
+                      loss, perplexity, usage, stream):
     """See csrc/vq_search.h."""
     nseg = len(z)
     _check_segments(nseg, z_stride_n, z_stride_d, n, start, num)
@@ -98,12 +100,10 @@ def vq_search_forward(z, z_stride_n, z_stride_d, n, start, num, codebook, cb_str
     FAMILY.launch("sq_norms", (rows + 7) // 8, 256, stream, codebook, cb_stride_k, cb_stride_d, lo, hi, d, esq,
                   dtype=dtype)
     if blocks > 0:
-        if fused:
-            FAMILY.launch("search_fused", blocks, THREADS, stream, a, codebook, cb_stride_k, cb_stride_d, d, esq,
-                          indices_out, distances_out, zq_out, counts32, parts, dtype=dtype)
-        else:
-            FAMILY.launch("search", blocks, THREADS, stream, a, codebook, cb_stride_k, cb_stride_d, d, esq,
-                          indices_out, distances_out, 0, 0, 0, dtype=dtype)
+        kernel = ("search_fused" if fused else "search") + ("_tc" if tensor_cores else "")
+        outputs = (zq_out, counts32, parts) if fused else (0, 0, 0)
+        FAMILY.launch(kernel, blocks, THREADS, stream, a, codebook, cb_stride_k, cb_stride_d, d, esq, indices_out,
+                      distances_out, *outputs, dtype=dtype)
     if fused:
         FAMILY.launch("finalize", nseg, THREADS, stream, a, d, parts, counts32, counts64, beta, loss, perplexity,
                       usage)
