@@ -30,6 +30,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_nvrtc_cache(tmp_path_factory):
+    """The run-time compiler's disk cache (mcc_fast.cuda.runtime.cache) in a temporary folder."""
+    os.environ["MCC_FAST_CACHE_DIR"] = str(tmp_path_factory.mktemp("mcc_fast_cache"))
+
+
 @pytest.fixture(scope="session")
 def _emulated_kernel_libraries(tmp_path_factory):
     import cuda_emulation

@@ -55,6 +55,42 @@ def test_every_kernel_compiles_to_a_cubin_with_nvrtc(family, arch):
     assert "warning" not in compiled.log.lower(), compiled.log
 
 
+def _small_family() -> launch.Family:
+    return launch.Family(rt_dense_motion.FAMILY.header, {"heatmaps": rt_dense_motion.FAMILY.kernels["heatmaps"]})
+
+
+@needs_nvrtc
+def test_compiled_images_are_cached_on_disk(tmp_path, monkeypatch):
+    from mcc_fast.cuda.runtime import cache
+
+    monkeypatch.setenv("MCC_FAST_CACHE_DIR", str(tmp_path / "cache"))
+    first = _small_family().compile("compute_90")
+    records = sorted((tmp_path / "cache" / "nvrtc").glob("*.json"))
+    assert len(records) == 1 and records[0].with_suffix(".bin").read_bytes() == first.image
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError("NVRTC ran although the image is cached")
+
+    monkeypatch.setattr(nvrtc, "compile_program", no_compiler)
+    again = _small_family().compile("compute_90")  # a new process would start like this
+    assert (again.image, again.lowered, again.is_cubin) == (first.image, first.lowered, first.is_cubin)
+    # a damaged image is not trusted: compiled again and rewritten
+    records[0].with_suffix(".bin").write_bytes(b"garbage")
+    monkeypatch.undo()
+    monkeypatch.setenv("MCC_FAST_CACHE_DIR", str(tmp_path / "cache"))
+    assert _small_family().compile("compute_90").image == first.image
+    assert records[0].with_suffix(".bin").read_bytes() == first.image
+    # an unwritable cache folder only costs the compile; MCC_FAST_NVRTC_CACHE=0 writes nothing
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("MCC_FAST_CACHE_DIR", str(tmp_path / "file"))
+    assert _small_family().compile("compute_90").image == first.image
+    monkeypatch.setenv("MCC_FAST_CACHE_DIR", str(tmp_path / "off"))
+    monkeypatch.setenv("MCC_FAST_NVRTC_CACHE", "0")
+    assert cache.cache_dir() is None
+    assert _small_family().compile("compute_90").image == first.image
+    assert not (tmp_path / "off").exists()
+
+
 def _ptx_params(ptx: str, mangled: str) -> list[str]:
     start = ptx.index(f".entry {mangled}(")
     body = ptx[start:ptx.index(")", start)]

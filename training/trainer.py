@@ -498,7 +498,7 @@ class Trainer:
         log, every = cfg.log, cfg.checkpoint.every
         if self.ctx.is_main and self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            from mcc_fast.model.checkpoint import atomic_write_bytes
+            from mcc_fast.io.atomic import atomic_write_bytes
 
             atomic_write_bytes(self.out_dir / "config.yaml", cfg.to_yaml().encode())
         params = self.model.num_parameters()

@@ -18,7 +18,6 @@ written at its average rate).
 from __future__ import annotations
 
 import os
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from .atomic import temporary_sibling
 
 #: Suffixes of still images `read_image` is meant for.
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
@@ -202,11 +203,6 @@ def read_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
 
 
 # ---- atomic outputs --------------------------------------------------------------------------
-
-def temporary_sibling(path: Path) -> Path:
-    """A hidden, unused path next to `path` with the same suffix."""
-    return path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}"
-
 
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as handle:

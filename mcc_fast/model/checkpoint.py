@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..io.atomic import atomic_write_bytes
 from .config import ModelConfig
 from .generator.keys import convert_generator_state_dict
 from .motion.keys import convert_motion_estimator_state_dict
@@ -121,25 +122,6 @@ def convert_official_checkpoint(path_or_dicts: Any, config: ModelConfig | None =
 
 def _weights_file(path: Path) -> Path:
     return path if path.suffix == ".safetensors" else path / WEIGHTS_NAME
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder, fsync and rename.
-    The file gets the usual permissions (0666 less the umask), like any file the user writes."""
-    from ..io.video import temporary_sibling
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_model(model, path: str | Path, *, dtype: torch.dtype | None = None) -> Path:

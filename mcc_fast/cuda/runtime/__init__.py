@@ -6,7 +6,7 @@ the wrappers in mcc_fast.cuda run unchanged on either. Used when the compiled mo
 missing (installed without nvcc) or when MCC_FAST_CUDA_RUNTIME=nvrtc asks for it. Needs
 libnvrtc (torch's CUDA wheels bring it: the nvidia-cuda-nvrtc wheel), libcuda (the driver),
 cuda_fp16.h (a CUDA toolkit, NVIDIA's runtime wheel or Triton's copy) and a GPU. Each kernel
-family compiles on its first launch (a few seconds), once per process and architecture.
+family compiles on its first launch (a few seconds), then comes from the disk cache (cache.py).
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import driver, nvrtc
+from . import cache, driver, nvrtc
 
 PTR = ctypes.c_uint64   # any device pointer (0 = nullptr)
 I64 = ctypes.c_int64
@@ -115,13 +115,19 @@ class Family:
         return [f"-arch={arch}", *BASE_OPTIONS, *includes]
 
     def compile(self, arch: str) -> nvrtc.Compiled:
-        """Compile every kernel of the family for `arch` (cached)."""
+        """Compile every kernel of the family for `arch` (kept in memory, and on disk: cache.py)."""
         with self._lock:
             if arch not in self._images:
                 if not source_dir().is_dir():
                     raise FileNotFoundError(f"the CUDA sources are missing: {source_dir()}")
-                self._images[arch] = nvrtc.compile_program(self.source(), self.header.replace(".cuh", ".cu"),
-                                                           self.options(arch), self.name_expressions())
+                source, options, names = self.source(), self.options(arch), self.name_expressions()
+                stem = f"{self.header.split('.')[0]}-{arch}"
+                key = cache.entry_key(source, options, names, nvrtc.version(), cuda_include_dirs())
+                compiled = cache.load(stem, key)
+                if compiled is None:
+                    compiled = nvrtc.compile_program(source, self.header.replace(".cuh", ".cu"), options, names)
+                    cache.store(stem, key, compiled)
+                self._images[arch] = compiled
             return self._images[arch]
 
     def _functions_on(self, device: int) -> dict[str, int]:
