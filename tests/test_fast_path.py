@@ -331,3 +331,14 @@ def test_fp32_fast_path_on_cuda_matches_the_reference():
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
     assert (frames - reference).abs().max() <= 1e-3
+
+
+@pytest.mark.cuda_emulated
+def test_fast_path_on_the_cuda_kernels_emulated_on_the_cpu(small_model):
+    """The whole fast frame with every mcc_fast.ops call on the cuda backend (csrc/'s kernels run on
+    the CPU emulation, tests/cuda_emulation.py): the same frames as the reference path."""
+    fast = FastModel(small_model, backend="cuda")
+    source, driving = _images(1, seed=3), _images(2, seed=4)
+    frames = fast.render_frame(fast.prepare_source(source), driving)
+    diff = (frames - _reference_frames(small_model, source, driving)).abs().max().item()
+    assert diff <= 1e-4, diff

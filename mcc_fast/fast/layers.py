@@ -25,6 +25,7 @@ from torch import nn
 from .. import ops
 from ..model.generator.blocks import AttnBlock, Downsample, MiddleBlock, ResBlock, Upsample
 from ..model.motion.hourglass import DownBlock, Hourglass, UpBlock
+from ..ops.group_norm import SUPPORTED as GROUP_NORM_BACKENDS
 from .runtime import Runtime
 
 
@@ -168,11 +169,13 @@ class UpsampleConv(nn.Module):
 
 
 class NormSwish(nn.Module):
-    """The reference nn.GroupNorm, optionally followed by swish, through the fused op."""
+    """The reference nn.GroupNorm, optionally followed by swish, through the fused op. The op has
+    no cuda backend: with backend="cuda" it takes the fastest one it has (triton on a GPU)."""
 
     def __init__(self, rt: Runtime, norm: nn.GroupNorm, swish: bool = True) -> None:
         super().__init__()
-        self.groups, self.eps, self.swish, self.backend = norm.num_groups, norm.eps, swish, rt.options.backend
+        backend = rt.options.backend if rt.options.backend in GROUP_NORM_BACKENDS else None
+        self.groups, self.eps, self.swish, self.backend = norm.num_groups, norm.eps, swish, backend
         rt.derive(self, "weight", lambda: norm.weight.float())
         rt.derive(self, "bias", lambda: norm.bias.float())
 
