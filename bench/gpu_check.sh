@@ -88,6 +88,11 @@ if [ $quick = 1 ]; then
 else
   step bench 60 python -m pytest -q bench --benchmark-json "$bench_json"
 fi
+# the training step (issue target: bf16 on the fused kernels >= 1.5x fp32 on the reference, no more memory)
+train_json="$out/train-bench-$stamp.jsonl"
+train_steps=$([ $quick = 1 ] && echo 3 || echo 10)
+step train-bench 90 bash -c "python -m mcc_fast.training.benchmark --config official --batch 4 --steps $train_steps \
+  --warmup 2 --runs fp32:reference bf16:reference bf16:fused | tee '$train_json'"
 [ -f "$bench_json" ] && python bench/summarize.py "$bench_json" --environment "$out/environment-$stamp.json" \
   > "$out/RESULTS.md" && cat "$out/RESULTS.md"
 echo "gpu_check.sh: done in $(( $(date +%s) - start ))s; results in $out" | tee -a "$log"

@@ -409,3 +409,19 @@ def test_cli_trains_resumes_and_reports_errors(data_root, tmp_path, capsys):
     assert "--vgg-weights" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="train.precision"):
         load_config("smoke", ["train.precision=fp8"])
+
+
+def test_training_benchmark_compares_runs(capsys):
+    """`python -m mcc_fast.training.benchmark`: one JSON line per PRECISION:OPS run, then the comparison."""
+    import json
+
+    from mcc_fast.training import benchmark
+
+    assert benchmark.main(["--config", "smoke", "--batch", "1", "--steps", "1", "--warmup", "0",
+                           "--runs", "fp32:reference", "fp32:fused"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [(r["precision"], r["ops"]) for r in lines[:2]] == [("fp32", "reference"), ("fp32", "fused")]
+    assert all(r["seconds_per_iter"] > 0 and r["peak_memory_mib"] is None for r in lines[:2])
+    assert lines[2]["compare"] == ["fp32:fused", "fp32:reference"] and lines[2]["speedup"] > 0
+    with pytest.raises(SystemExit):
+        benchmark.main(["--runs", "fp32:fast"])

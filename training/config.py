@@ -227,6 +227,9 @@ class TrainSection:
     distances stay fp32. sync_bn: SyncBatchNorm in the motion estimator and discriminator
     when running on several CUDA processes. find_unused_parameters: "auto" (on when a loss
     term is off) or a bool. device: "auto" (CUDA when available), "cpu" or "cuda".
+    fused_ops: run the model's warps, codebook searches and dense-motion geometry on
+    mcc_fast.ops' fused kernels (`Model.use_fused_ops`): "auto" (on when training on CUDA)
+    or a bool.
     """
 
     total_iter: int = 250000
@@ -236,6 +239,7 @@ class TrainSection:
     sync_bn: bool = True
     find_unused_parameters: Any = "auto"
     device: str = "auto"
+    fused_ops: Any = "auto"
 
     def check(self, key: str = "train") -> None:
         self.total_iter = _int(f"{key}.total_iter", self.total_iter, 1)
@@ -248,6 +252,8 @@ class TrainSection:
             _fail(f"{key}.find_unused_parameters", "'auto', true or false", self.find_unused_parameters)
         if self.device not in ("auto", "cpu", "cuda"):
             _fail(f"{key}.device", "'auto', 'cpu' or 'cuda'", self.device)
+        if self.fused_ops != "auto" and not isinstance(self.fused_ops, bool):
+            _fail(f"{key}.fused_ops", "'auto', true or false", self.fused_ops)
 
 
 @dataclass

@@ -220,6 +220,8 @@ class Trainer:
                 self.monitor.info("train.sync_bn: SyncBatchNorm needs CUDA; on CPU each process normalises "
                                   "its own micro-batch")
         self.model.to(self.device).train()
+        fused = cfg.train.fused_ops if cfg.train.fused_ops != "auto" else self.device.type == "cuda"
+        self.model.use_fused_ops(fused)
         self.discriminator.to(self.device).train()
         self.ema.to(self.device)
         self.objective = TrainingObjective(cfg.loss, build_perceptual_network(cfg.loss, self.model_config.image_size))
@@ -506,6 +508,7 @@ class Trainer:
             f"training {cfg.name}: {params['total'] / 1e6:.2f}M parameters (generator {params['generator'] / 1e6:.2f}M, "
             f"motion estimator {params['motion_estimator'] / 1e6:.2f}M), {self.model_config.image_size}px, "
             f"device {self.device}, world size {self.ctx.world_size}, precision {cfg.train.precision}, "
+            f"{'fused kernels' if self.model.generator.fused is not None else 'reference ops'}, "
             f"from step {self.step} to {cfg.train.total_iter}")
         result = TrainResult(out_dir=self.out_dir, step=self.step)
         window: list[dict[str, float]] = []

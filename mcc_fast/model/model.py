@@ -13,8 +13,11 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .fused import FusedOps
+from .generator.codebook import Codebook
 from .generator.generator import Generator
 from .generator.outputs import GeneratorOutput
+from .motion.dense_motion import DenseMotionNetwork
 from .motion.motion_estimator import MotionEstimate, MotionEstimator
 
 
@@ -97,6 +100,17 @@ class Model(nn.Module):
         return built[key]
 
     # ---- sizes and costs -----------------------------------------------------------------
+
+    def use_fused_ops(self, enabled: bool = True, backend: str | None = None) -> Model:
+        """Run this model's warps, codebook searches and dense-motion geometry on mcc_fast.ops'
+        fused kernels (with autograd: training's fast path; see mcc_fast.model.fused), or, with
+        enabled=False, on the op-for-op reference again. backend: the ops backend (None: the
+        fastest for the inputs' device). Returns self."""
+        fused = FusedOps(backend) if enabled else None
+        for module in self.modules():
+            if isinstance(module, (Generator, DenseMotionNetwork, Codebook)):
+                module.fused = fused
+        return self
 
     def num_parameters(self) -> dict[str, int]:
         """Parameter counts per component (the rows of the paper's Table 3/6)."""

@@ -11,14 +11,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ... import ops
+from ..fused import FusedOps
 from .config import GeneratorConfig
 
 
 class Codebook(nn.Module):
     """`size` learned codes of width `dim` (float32 parameter `weight`, (size, dim)).
 
-    Initialised U(-1/size, 1/size) like the official `VectorQuantizer`.
+    Initialised U(-1/size, 1/size) like the official `VectorQuantizer`. `fused`: search it with
+    ops.quantize (set by `Model.use_fused_ops`; None: the reference search).
     """
+
+    fused: FusedOps | None = None
 
     def __init__(self, size: int, dim: int, config: GeneratorConfig) -> None:
         super().__init__()
@@ -53,8 +58,11 @@ def quantize_nearest(z: torch.Tensor, codebook: Codebook, scale: int, beta: floa
     """Nearest-code quantisation of `z` (B, d, h, w) over the rows scale `scale` uses.
 
     Distances are |z|^2 + |e|^2 - 2 z.e in the official order (ties and near-ties resolve
-    like the official); argmin picks the lowest row among exact ties.
+    like the official); argmin picks the lowest row among exact ties. With `codebook.fused`:
+    ops.quantize (the same values and gradients; near-ties re-ranked exactly).
     """
+    if codebook.fused is not None:
+        return _quantize_fused(z, codebook, scale, beta)
     start, _ = codebook.row_range(scale)
     codes = codebook.rows(scale)
     b, d, h, w = z.shape
@@ -74,3 +82,11 @@ def quantize_nearest(z: torch.Tensor, codebook: Codebook, scale: int, beta: floa
         loss=loss,
         indices=(local + start).view(b, h, w),
     )
+
+
+def _quantize_fused(z: torch.Tensor, codebook: Codebook, scale: int, beta: float) -> Quantized:
+    start, stop = codebook.row_range(scale)
+    with torch.autocast(device_type=z.device.type, enabled=False):  # distances in float32, as above
+        q = ops.quantize(z.permute(0, 2, 3, 1).float(), codebook.weight, stop - start, start, beta,
+                         backend=codebook.fused.backend)
+    return Quantized(quantized=q.z_q.permute(0, 3, 1, 2).contiguous(), loss=q.loss, indices=q.indices)

@@ -33,7 +33,8 @@ from .flow_updater import FlowUpdater
 from .fusion import FusionBlock
 from .motion_compensation import MotionCompensation
 from .outputs import GeneratorOutput, SourceFeatures, TrainingOutputs, check_image, read_dense_motion
-from .warping import identity_grid, occlude, out_of_frame_tokens, warp
+from ..fused import FusedOps
+from .warping import identity_grid, occlude, out_of_frame_tokens, warp, warp_occluded
 
 
 class Generator(nn.Module):
@@ -41,7 +42,10 @@ class Generator(nn.Module):
 
     Parameters are float32; inputs are float images in [-1, 1] (B, image_channels, S, S)
     and the motion estimator's output `dm` (see `outputs.read_dense_motion`).
+    `fused`: run the warps on mcc_fast.ops (set by `Model.use_fused_ops`; None: reference).
     """
+
+    fused: FusedOps | None = None
 
     def __init__(self, config: GeneratorConfig | None = None) -> None:
         super().__init__()
@@ -97,7 +101,7 @@ class Generator(nn.Module):
         motion_vq, motion_recon = [], []
         for k, feature in enumerate(features.per_scale):
             # Motion codebook compensation and the MRFA update of flow and occlusion.
-            warped_for_query = warp(feature, flow)
+            warped_for_query = warp(feature, flow, self.fused)
             query = self.motion.query(k, warped_for_query, heatmap_features)
             # Flows stay fp32; a half-precision model reads the displacement in its own dtype.
             displacement = ((flow - grid) * pixels).to(feature.dtype)
@@ -112,8 +116,8 @@ class Generator(nn.Module):
             occlusion = torch.sigmoid(occlusion + delta_occlusion)
 
             # Appearance codebook compensation of the warped, occluded feature.
-            warped = occlude(warp(feature, flow), occlusion)
-            if cfg.redundant_detached_warp:  # the official's unused detached copy
+            warped = warp_occluded(feature, flow, occlusion, self.fused)
+            if cfg.redundant_detached_warp and self.fused is None:  # the official's unused detached copy
                 occlude(warp(feature.detach(), flow), occlusion.detach())
             mask = out_of_frame_tokens(flow, cfg.token_grid)
             compensated.append(self.appearance(k, warped, mask))

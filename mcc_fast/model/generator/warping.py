@@ -9,6 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ... import ops
+from ..fused import FusedOps
+
 
 def identity_grid(size: int, device: torch.device | None = None) -> torch.Tensor:
     """(1, size, size, 2) float32 identity flow: [..., 0] = linspace(-1, 1) over width, [..., 1] over height."""
@@ -33,10 +36,20 @@ def resize_flow(flow: torch.Tensor, size: int) -> torch.Tensor:
     return resized.permute(0, 2, 3, 1)
 
 
-def warp(feature: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+def warp(feature: torch.Tensor, flow: torch.Tensor, fused: FusedOps | None = None) -> torch.Tensor:
     """Sample `feature` (B, C, H, W) at `flow` resized to H x W: bilinear, zeros, align_corners=True."""
+    if fused is not None:
+        return ops.warp(feature, flow.float(), align_corners=True, backend=fused.backend)
     grid = resize_flow(flow, feature.shape[-1]).to(feature.dtype)  # no-op in fp32 (half models sample in their dtype)
     return F.grid_sample(feature, grid, align_corners=True)
+
+
+def warp_occluded(feature: torch.Tensor, flow: torch.Tensor, occlusion: torch.Tensor,
+                  fused: FusedOps | None = None) -> torch.Tensor:
+    """occlude(warp(feature, flow), occlusion); fused: one kernel."""
+    if fused is not None:
+        return ops.warp(feature, flow.float(), occlusion.float(), align_corners=True, backend=fused.backend)
+    return occlude(warp(feature, flow), occlusion)
 
 
 def occlude(feature: torch.Tensor, occlusion: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mcc_fast import ops
+from mcc_fast.model.fused import FusedOps
 from mcc_fast.model.motion.antialias import AntiAliasDownsample
 from mcc_fast.model.motion.config import MotionEstimatorConfig
 from mcc_fast.model.motion.hourglass import Hourglass
@@ -39,8 +41,11 @@ class DenseMotionNetwork(nn.Module):
     G(kp_d) - G(kp_s), source deformed by that group's sparse motion with grid_sample
     align_corners=False), hourglass, 7x7 mask head (softmax over K+1) and 7x7 occlusion head
     (sigmoid). Flow = sum_g mask_g * T_g. The geometry (heatmaps, motions, softmax, flow) runs
-    in at least float32; the hourglass runs in its weights' dtype.
+    in at least float32; the hourglass runs in its weights' dtype. `fused` (set by
+    `Model.use_fused_ops`): the input, heatmaps and flow from mcc_fast.ops' fused kernels.
     """
+
+    fused: FusedOps | None = None
 
     def __init__(self, config: MotionEstimatorConfig) -> None:
         super().__init__()
@@ -73,15 +78,25 @@ class DenseMotionNetwork(nn.Module):
         jac_s = None if kp_source.jacobian is None else kp_source.jacobian.to(geometry_dtype)
         jac_d = None if kp_driving.jacobian is None else kp_driving.jacobian.to(geometry_dtype)
 
-        driving_heatmap = ref.keypoint_heatmaps(kp_d, (h, w), self.kp_variance)
-        hourglass_input = ref.dense_motion_input(
-            small.to(geometry_dtype), kp_s, kp_d, jac_s, jac_d, align_corners=False,
-            variance=self.kp_variance, driving_heatmaps=driving_heatmap,
-        )
+        backend = None if self.fused is None else self.fused.backend
+        if self.fused is None:
+            driving_heatmap = ref.keypoint_heatmaps(kp_d, (h, w), self.kp_variance)
+            hourglass_input = ref.dense_motion_input(
+                small.to(geometry_dtype), kp_s, kp_d, jac_s, jac_d, align_corners=False,
+                variance=self.kp_variance, driving_heatmaps=driving_heatmap,
+            )
+        else:
+            driving_heatmap = ops.keypoint_heatmaps(kp_d, (h, w), self.kp_variance, backend=backend)
+            hourglass_input = ops.dense_motion_input(small.to(geometry_dtype), kp_s, kp_d, jac_s, jac_d,
+                                                     align_corners=False, variance=self.kp_variance, backend=backend)
         features = self.hourglass(hourglass_input.to(self.mask_head.weight.dtype))
 
-        mask = torch.softmax(self.mask_head(features).to(geometry_dtype), dim=1)
-        deformation = ref.blend_motions(mask, kp_s, kp_d, jac_s, jac_d)
+        logits = self.mask_head(features).to(geometry_dtype)
+        mask = torch.softmax(logits, dim=1)
+        if self.fused is None:
+            deformation = ref.blend_motions(mask, kp_s, kp_d, jac_s, jac_d)
+        else:
+            deformation = ops.compose_flow(logits, kp_s, kp_d, jac_s, jac_d, backend=backend)
         occlusion = None
         if self.occlusion_head is not None:
             occlusion = torch.sigmoid(self.occlusion_head(features).to(geometry_dtype))
