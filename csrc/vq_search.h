@@ -23,7 +23,8 @@ using IVec = std::vector<I64>;
 I64 vq_search_blocks(I64 n);
 
 // tensor_cores != 0: the dot products of the search on tensor cores (fp16/bf16 operands, or
-// fp32 rounded to TF32), else fp32 FMA; the two best candidates are re-ranked exactly either way.
+// fp32 rounded to TF32; sm_80 and newer, older GPUs use FMA), else fp32 FMA; the two best
+// candidates are re-ranked exactly either way.
 // fused == 0: indices and distances only (zq_out, counts32, counts64, parts, loss, perplexity,
 // usage may be 0). Otherwise also z_q (contiguous (sum N_s, d), rows in segment order),
 // int32 histograms counts32 (zeroed by the caller; sum num_s entries), their int64 copy

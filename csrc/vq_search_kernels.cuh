@@ -64,6 +64,14 @@ __global__ void sq_norms_kernel(const T* __restrict__ cb, I64 sk, I64 sd, I64 lo
   if (lane == 0) out[row] = acc;
 }
 
+// The tensor-core path needs TF32 and bf16 wmma (sm_80+); older GPUs run the FMA path for it.
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define MCC_VQ_TENSOR_CORES 1
+#else
+#define MCC_VQ_TENSOR_CORES 0
+#endif
+
+#if MCC_VQ_TENSOR_CORES
 // Shared-memory operand tiles of the tensor-core path: T itself for fp16/bf16 (m16n16k16),
 // float rounded to TF32 in the fragments for fp32 (m16n16k8). Row strides keep every 16-row
 // sub-tile 32-byte aligned, as wmma requires.
@@ -79,6 +87,7 @@ template <> struct TcOperand<float> {
   static constexpr bool kTf32 = true;
   static constexpr int kK = 8, kLd = kKD + 4;
 };
+#endif
 
 // acc[i][j] = z_row(ty*4+i) . e_code(c0 + tx*4+j) over all d, for one tile of kCodes codes.
 // SIMT: fp32 FMA from fp32 copies in shared memory. Tensor cores: each of the 8 warps owns a
@@ -89,7 +98,7 @@ __device__ __forceinline__ void tile_dots(const T* __restrict__ z, I64 zsn, I64 
                                           const T* __restrict__ cb, I64 cb_sk, I64 cb_sd, I64 start, I64 num,
                                           I64 c0, int d, float (&acc)[4][4]) {
   const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
-  if constexpr (!kTensorCores) {
+  if constexpr (!kTensorCores || !MCC_VQ_TENSOR_CORES) {
     __shared__ float zs[kKD][kRows + 4];
     __shared__ float es[kKD][kCodes + 4];
 #pragma unroll
@@ -118,7 +127,9 @@ __device__ __forceinline__ void tile_dots(const T* __restrict__ z, I64 zsn, I64 
           for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(zv[i], ev[j], acc[i][j]);
       }
     }
-  } else {
+  }
+#if MCC_VQ_TENSOR_CORES
+  else {
     namespace wmma = nvcuda::wmma;
     using Op = TcOperand<T>;
     using S = typename Op::type;
@@ -164,6 +175,7 @@ __device__ __forceinline__ void tile_dots(const T* __restrict__ z, I64 zsn, I64 
 #pragma unroll
       for (int j = 0; j < 4; ++j) acc[i][j] = prod[ty * 4 + i][tx * 4 + j];
   }
+#endif
 }
 
 template <typename T, bool kFused, bool kTensorCores>

@@ -43,7 +43,7 @@ def test_installed_sources_are_the_repository_csrc():
 
 
 @needs_nvrtc
-@pytest.mark.parametrize("arch", ["sm_86", "sm_90"])
+@pytest.mark.parametrize("arch", ["sm_75", "sm_86", "sm_90"])  # sm_75: the VQ tensor-core variants fall back to FMA
 @pytest.mark.parametrize("family", sorted(runtime.FAMILIES))
 def test_every_kernel_compiles_to_a_cubin_with_nvrtc(family, arch):
     fam = runtime.FAMILIES[family]

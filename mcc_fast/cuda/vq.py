@@ -3,8 +3,9 @@
 Same interface as kernels/vq_search.py (`search`) and kernels/vq_codebook_grad.py
 (`backward`), so mcc_fast.ops dispatches to either. The search's dot products run on tensor
 cores for fp16/bf16 inputs and for fp32 with precision="tf32" (TF32 operands); fp32 with
-"tf32x3" or "ieee" uses fp32 FMA. The deterministic codebook gradient sorts the indices with
-torch.sort (stable) before the segment-sum kernels.
+"tf32x3" or "ieee" uses fp32 FMA (and so does every search on GPUs older than sm_80). The
+deterministic codebook gradient sorts the indices with torch.sort (stable) before the
+segment-sum kernels.
 """
 from __future__ import annotations
 
