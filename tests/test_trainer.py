@@ -7,6 +7,7 @@ skipped and counted; each loss term's wiring against hand-computed values; GAN s
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from pathlib import Path
@@ -381,6 +382,27 @@ def test_mixed_precision_steps_run(data_root):
             trainer.close()
         assert all(torch.isfinite(torch.tensor(v)) for v in row.values()), (precision, row)
         assert "gan" in row
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fused_ops_training_step_matches_the_reference_ops(data_root, precision):
+    """train.fused_ops=true (Model.use_fused_ops; the torch kernels on CPU) gives the reference
+    step's losses, also under autocast; auto is off on CPU."""
+    rows = {}
+    for fused in ("false", "true", "auto"):
+        config = tiny_config(data_root, f"train.precision={precision}", "loss.start_iters={gan: 0}",
+                             "train.total_iter=1", f"train.fused_ops={fused}")
+        trainer = Trainer(config, None)
+        try:
+            assert (trainer.model.generator.fused is not None) == (fused == "true")
+            rows[fused] = trainer.train_step(trainer.stream.next_step())
+        finally:
+            trainer.close()
+    assert all(math.isfinite(v) for row in rows.values() for v in row.values()), rows
+    assert rows["auto"] == rows["false"]
+    tol = 1e-4 if precision == "fp32" else 2e-2
+    for key, value in rows["false"].items():
+        assert rows["true"][key] == pytest.approx(value, rel=tol, abs=tol), key
 
 
 # ---- command line -------------------------------------------------------------------------------
