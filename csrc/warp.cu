@@ -26,7 +26,8 @@ void sample_forward(std::intptr_t x, std::intptr_t flow, std::intptr_t occ, std:
   const bool channel_fast = g.out_strides[2] == 1 && g.C > 1;
   dispatch_float_types(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    sample_forward_kernel<T><<<grid_for(total), kThreads, 0, as_stream(stream)>>>(
+    auto kernel = total < kIndex32Limit ? sample_forward_kernel<T, int> : sample_forward_kernel<T, I64>;
+    kernel<<<grid_for(total), kThreads, 0, as_stream(stream)>>>(
         reinterpret_cast<const T*>(x), reinterpret_cast<const float*>(flow), reinterpret_cast<const float*>(occ),
         reinterpret_cast<T*>(out), g, groups, channel_fast);
   });
@@ -42,7 +43,8 @@ void sample_backward(std::intptr_t grad_out, std::intptr_t x, std::intptr_t flow
   if (grad_occ != 0 && g.M != 1) throw std::invalid_argument("sample_backward: grad_occ needs M == 1");
   dispatch_float_types(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    sample_backward_kernel<T><<<grid_for(total), kThreads, 0, as_stream(stream)>>>(
+    auto kernel = total < kIndex32Limit ? sample_backward_kernel<T, int> : sample_backward_kernel<T, I64>;
+    kernel<<<grid_for(total), kThreads, 0, as_stream(stream)>>>(
         reinterpret_cast<const T*>(grad_out), reinterpret_cast<const T*>(x), reinterpret_cast<const float*>(flow),
         reinterpret_cast<const float*>(occ), g, reinterpret_cast<float*>(grad_x), gx_strides[0], gx_strides[1],
         gx_strides[2], gx_strides[3], reinterpret_cast<float*>(grad_flow), reinterpret_cast<float*>(grad_occ),
@@ -58,9 +60,11 @@ void gather_input_grad(std::intptr_t bounds, std::intptr_t perm, std::intptr_t w
   if (total == 0) return;
   if (entries != 1 && entries != 4) throw std::invalid_argument("gather_input_grad: entries must be 1 or 4");
   const bool channel_fast = gx_strides[1] == 1 && g.C > 1;
+  const bool narrow = total < kIndex32Limit && entries * g.B * g.M * g.Ho * g.Wo < kIndex32Limit;
   dispatch_float_types(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    gather_input_grad_kernel<T><<<grid_for(total), kThreads, 0, as_stream(stream)>>>(
+    auto kernel = narrow ? gather_input_grad_kernel<T, int> : gather_input_grad_kernel<T, I64>;
+    kernel<<<grid_for(total), kThreads, 0, as_stream(stream)>>>(
         reinterpret_cast<const I64*>(bounds), reinterpret_cast<const I64*>(perm),
         reinterpret_cast<const float*>(weights), entries, reinterpret_cast<const T*>(grad_out), g,
         reinterpret_cast<T*>(grad_x), gx_strides[0], gx_strides[1], gx_strides[2], gx_strides[3], channel_fast);
@@ -74,7 +78,8 @@ void resize_backward_axis(std::intptr_t src, std::array<std::int64_t, 4> src_str
                           bool align, std::intptr_t stream) {
   const std::int64_t total = B * A * lo * E;
   if (total == 0) return;
-  resize_backward_axis_kernel<<<grid_for(total), kThreads, 0, as_stream(stream)>>>(
+  auto kernel = total < kIndex32Limit ? resize_backward_axis_kernel<int> : resize_backward_axis_kernel<I64>;
+  kernel<<<grid_for(total), kThreads, 0, as_stream(stream)>>>(
       reinterpret_cast<const float*>(src), src_strides[0], src_strides[1], src_strides[2], src_strides[3],
       reinterpret_cast<float*>(dst), dst_strides[0], dst_strides[1], dst_strides[2], dst_strides[3], B, A, lo, E,
       hi, scale, inv_scale, window, align);

@@ -163,26 +163,38 @@ __device__ __forceinline__ float occlusion_at(const float* occ, const SampleGeom
 // ATen rounds with nearbyint (ties to even under the default rounding mode).
 __device__ __forceinline__ I64 round_coord(float c) { return static_cast<I64>(nearbyintf(c)); }
 
-template <typename T>
+// The kernels take the type of their work-item index, Idx: int when every index they
+// decompose stays below kIndex32Limit (the launchers check), else I64. Only the divisions and
+// remainders use Idx (64-bit ones are slow on GPUs); element offsets are always I64.
+constexpr I64 kIndex32Limit = I64{1} << 30;  // so that index + grid stride cannot overflow an int
+
+template <typename Idx>
+__device__ __forceinline__ Idx first_index() {
+  return static_cast<Idx>(blockIdx.x) * static_cast<Idx>(blockDim.x) + static_cast<Idx>(threadIdx.x);
+}
+template <typename Idx>
+__device__ __forceinline__ Idx grid_stride() { return static_cast<Idx>(gridDim.x) * static_cast<Idx>(blockDim.x); }
+
+template <typename T, typename Idx>
 __global__ void sample_forward_kernel(const T* __restrict__ x, const float* __restrict__ flow,
                                       const float* __restrict__ occ, T* __restrict__ out, const SampleGeometry g,
                                       I64 groups, bool channel_fast) {
-  const I64 P = g.Ho * g.Wo;
-  const I64 total = g.B * g.M * P * groups;
-  const I64 stride = static_cast<I64>(gridDim.x) * blockDim.x;
-  for (I64 w = static_cast<I64>(blockIdx.x) * blockDim.x + threadIdx.x; w < total; w += stride) {
-    I64 grp, p, bm;
+  const Idx P = static_cast<Idx>(g.Ho * g.Wo), Wo = static_cast<Idx>(g.Wo), M = static_cast<Idx>(g.M);
+  const Idx G = static_cast<Idx>(groups);
+  const Idx total = static_cast<Idx>(g.B * g.M * g.Ho * g.Wo * groups);
+  for (Idx w = first_index<Idx>(); w < total; w += grid_stride<Idx>()) {
+    Idx grp, p, bm;
     if (channel_fast) {
-      grp = w % groups;
-      p = (w / groups) % P;
-      bm = w / (groups * P);
+      grp = w % G;
+      p = (w / G) % P;
+      bm = w / (G * P);
     } else {
       p = w % P;
-      grp = (w / P) % groups;
-      bm = w / (P * groups);
+      grp = (w / P) % G;
+      bm = w / (P * G);
     }
-    const I64 b = bm / g.M, m = bm % g.M;
-    const I64 Y = p / g.Wo, X = p % g.Wo;
+    const I64 b = bm / M, m = bm % M;
+    const I64 Y = p / Wo, X = p % Wo;
     float ix, iy, mx, my;
     pixel_coords(flow, g, b, m, Y, X, false, &ix, &iy, &mx, &my);
     const float scale = g.has_occ ? occlusion_at(occ, g, b, Y, X) : 1.f;
@@ -216,21 +228,21 @@ __global__ void sample_forward_kernel(const T* __restrict__ x, const float* __re
   }
 }
 
-template <typename T>
+template <typename T, typename Idx>
 __global__ void sample_backward_kernel(const T* __restrict__ grad_out, const T* __restrict__ x,
                                        const float* __restrict__ flow, const float* __restrict__ occ,
                                        const SampleGeometry g, float* __restrict__ grad_x, I64 gxs0,
                                        I64 gxs1, I64 gxs2, I64 gxs3,
                                        float* __restrict__ grad_flow, float* __restrict__ grad_occ,
                                        I64* __restrict__ keys, float* __restrict__ weights) {
-  const I64 P = g.Ho * g.Wo;
-  const I64 total = g.B * g.M * P;
-  const I64 stride = static_cast<I64>(gridDim.x) * blockDim.x;
+  const Idx P = static_cast<Idx>(g.Ho * g.Wo), Wo = static_cast<Idx>(g.Wo), M = static_cast<Idx>(g.M);
+  const Idx total = static_cast<Idx>(g.B * g.M * g.Ho * g.Wo);
   const I64 sentinel = g.B * g.H * g.W;
-  for (I64 q = static_cast<I64>(blockIdx.x) * blockDim.x + threadIdx.x; q < total; q += stride) {
-    const I64 p = q % P, bm = q / P;
-    const I64 b = bm / g.M, m = bm % g.M;
-    const I64 Y = p / g.Wo, X = p % g.Wo;
+  for (Idx qi = first_index<Idx>(); qi < total; qi += grid_stride<Idx>()) {
+    const I64 q = qi;  // offsets (q * 4, ...) in 64 bits
+    const Idx p = qi % P, bm = qi / P;
+    const I64 b = bm / M, m = bm % M;
+    const I64 Y = p / Wo, X = p % Wo;
     float ix, iy, mx, my;
     pixel_coords(flow, g, b, m, Y, X, true, &ix, &iy, &mx, &my);
     const float scale = g.has_occ ? occlusion_at(occ, g, b, Y, X) : 1.f;
@@ -311,22 +323,22 @@ __global__ void sample_backward_kernel(const T* __restrict__ grad_out, const T* 
   }
 }
 
-template <typename T>
+template <typename T, typename Idx>
 __global__ void gather_input_grad_kernel(const I64* __restrict__ bounds, const I64* __restrict__ perm,
                                          const float* __restrict__ weights, int entries,
                                          const T* __restrict__ grad_out, const SampleGeometry g, T* __restrict__ grad_x,
                                          I64 gxs0, I64 gxs1, I64 gxs2, I64 gxs3,
                                          bool channel_fast) {
-  const I64 HW = g.H * g.W;
-  const I64 T_ = g.B * HW;
-  const I64 total = T_ * g.C;
-  const I64 P = g.Ho * g.Wo;
-  const I64 stride = static_cast<I64>(gridDim.x) * blockDim.x;
-  for (I64 w = static_cast<I64>(blockIdx.x) * blockDim.x + threadIdx.x; w < total; w += stride) {
-    I64 t, c;
+  const Idx HW = static_cast<Idx>(g.H * g.W), Wi = static_cast<Idx>(g.W), C = static_cast<Idx>(g.C);
+  const Idx T_ = static_cast<Idx>(g.B * g.H * g.W);
+  const Idx total = static_cast<Idx>(g.B * g.H * g.W * g.C);
+  const Idx P = static_cast<Idx>(g.Ho * g.Wo), Wo = static_cast<Idx>(g.Wo), M = static_cast<Idx>(g.M);
+  const Idx E = static_cast<Idx>(entries);
+  for (Idx w = first_index<Idx>(); w < total; w += grid_stride<Idx>()) {
+    Idx t, c;
     if (channel_fast) {
-      c = w % g.C;
-      t = w / g.C;
+      c = w % C;
+      t = w / C;
     } else {
       t = w % T_;
       c = w / T_;
@@ -334,33 +346,34 @@ __global__ void gather_input_grad_kernel(const I64* __restrict__ bounds, const I
     float acc = 0.f;
     const I64 end = bounds[t + 1];
     for (I64 e = bounds[t]; e < end; ++e) {
-      const I64 src = perm[e];
-      const I64 q = src / entries;
-      const I64 p = q % P, bm = q / P;
-      const I64 b = bm / g.M, m = bm % g.M;
+      const Idx src = static_cast<Idx>(perm[e]);
+      const Idx q = src / E;
+      const Idx p = q % P, bm = q / P;
+      const I64 b = bm / M, m = bm % M;
       const T* go = grad_out + b * g.out_strides[0] + m * g.out_strides[1] + c * g.out_strides[2] +
-                    (p / g.Wo) * g.out_strides[3] + (p % g.Wo) * g.out_strides[4];
+                    static_cast<I64>(p / Wo) * g.out_strides[3] + static_cast<I64>(p % Wo) * g.out_strides[4];
       acc += weights[src] * to_float(*go);
     }
-    const I64 n = t / HW, r = t % HW;
-    grad_x[n * gxs0 + c * gxs1 + (r / g.W) * gxs2 + (r % g.W) * gxs3] = from_float<T>(acc);
+    const Idx n = t / HW, r = t % HW;
+    grad_x[n * gxs0 + c * gxs1 + (r / Wi) * gxs2 + (r % Wi) * gxs3] = from_float<T>(acc);
   }
 }
 
+template <typename Idx>
 __global__ void resize_backward_axis_kernel(const float* __restrict__ src, I64 ss0, I64 ss1,
                                             I64 ss2, I64 ss3, float* __restrict__ dst,
                                             I64 ds0, I64 ds1, I64 ds2, I64 ds3,
                                             I64 B, I64 A, I64 lo, I64 E,
                                             I64 hi, float scale, float inv_scale, I64 window,
                                             bool align) {
-  const I64 total = B * A * lo * E;
-  const I64 stride = static_cast<I64>(gridDim.x) * blockDim.x;
-  for (I64 o = static_cast<I64>(blockIdx.x) * blockDim.x + threadIdx.x; o < total; o += stride) {
-    const I64 e = o % E;
-    I64 r = o / E;
-    const I64 j = r % lo;
-    r /= lo;
-    const I64 a = r % A, b = r / A;
+  const Idx total = static_cast<Idx>(B * A * lo * E);
+  const Idx Ei = static_cast<Idx>(E), loi = static_cast<Idx>(lo), Ai = static_cast<Idx>(A);
+  for (Idx o = first_index<Idx>(); o < total; o += grid_stride<Idx>()) {
+    const I64 e = o % Ei;
+    Idx r = o / Ei;
+    const I64 j = r % loi;
+    r /= loi;
+    const I64 a = r % Ai, b = r / Ai;
     const float jf = static_cast<float>(j);
     const float est = align ? (jf - 1.f) * inv_scale : (jf - 0.5f) * inv_scale - 0.5f;
     const I64 start = max_of<I64>(static_cast<I64>(floorf(est)) - 2, 0);

@@ -165,6 +165,8 @@ def test_launch_constants_match_the_kernel_headers():
     assert rt_vq.MAX_SEGMENTS == _constexpr("vq_search_types.h", "kVqMaxSegments")
     assert rt_warp.THREADS == _constexpr("warp_kernels.cuh", "kThreads")
     assert rt_warp.CHANNELS_PER_THREAD == _constexpr("warp_kernels.cuh", "kChannelsPerThread")
+    shift = re.search(r"kIndex32Limit = I64\{1\} << (\d+);", (CSRC / "warp_kernels.cuh").read_text())
+    assert shift and rt_warp.INDEX32_LIMIT == 2 ** int(shift.group(1))
     assert rt_dense_motion.THREADS == _constexpr("dense_motion_kernels.cuh", "kThreads")
     # the .cu launchers' literal block shapes, mirrored in the Python launchers
     vq_cu = (CSRC / "vq_search.cu").read_text()
@@ -274,6 +276,11 @@ def test_warp_launchers_size_the_grids(launches):
     launches.clear()
     rt_warp.sample_forward(1, 2, 0, 3, rt_warp.SampleGeometry(), 0, 9)  # empty: no launch
     assert not launches
+    big = rt_warp.SampleGeometry()  # 2^30 work items: the 64-bit index kernels
+    big.B, big.C, big.H, big.W, big.M, big.Ho, big.Wo = 1, 4, 8, 8, 1, 2**15, 2**15
+    rt_warp.sample_forward(1, 2, 0, 3, big, 0, 9)
+    rt_warp.gather_input_grad(1, 2, 3, 4, 4, big, 5, [1, 1, 1, 1], 0, 9)  # 4 entries x 2^30 pixels
+    assert [k for k, *_ in launches] == ["forward_i64", "gather_i64"]
     with pytest.raises(ValueError, match="grad_occ needs M == 1"):
         g.M = 2
         rt_warp.sample_backward(1, 2, 3, 4, g, 5, [1, 1, 1, 1], 6, 7, 0, 0, 0, 9)

@@ -214,6 +214,25 @@ def test_warp_int64_indexing_path(backend, monkeypatch):
     _check_warp_many(x, _flow(2, 3, 4, 3, 2, seed=27), False, backend)
 
 
+@pytest.mark.cuda_emulated
+def test_cuda_64_bit_index_kernels_emulated(monkeypatch):
+    """The CUDA kernels' 64-bit index variants (chosen past 2^30 work items), forced here."""
+    from mcc_fast.cuda.runtime import launch
+    from mcc_fast.cuda.runtime import warp as runtime_warp
+
+    monkeypatch.setattr(runtime_warp, "INDEX32_LIMIT", 0)
+    used = []
+    real = launch.Family.launch  # the emulated launch the cuda_emulated fixture installed
+    monkeypatch.setattr(launch.Family, "launch", lambda self, kernel, *a, **k: used.append(kernel) or
+                        real(self, kernel, *a, **k))
+    x = _rand(2, 3, 6, 5, seed=24).contiguous(memory_format=torch.channels_last)
+    _check_warp(x, _flow(2, 3, 4, 2, seed=25), _occ(2, 1, 2, 2, seed=26), True, "cuda", deterministic=True)
+    _check_warp(x, _flow(2, 3, 4, 2, seed=28), None, False, "cuda", deterministic=False)
+    _check_warp_many(x, _flow(2, 3, 4, 3, 2, seed=27), False, "cuda")
+    assert used and all(k.endswith("_i64") for k in used)
+    assert {"forward_i64", "backward_i64", "gather_i64", "resize_backward_i64"} <= set(used)
+
+
 @pytest.mark.parametrize("backend", ["triton"])
 def test_channel_split_path(backend, monkeypatch):
     """Small images on a GPU split each pixel block's channels over several programs (partial

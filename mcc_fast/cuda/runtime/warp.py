@@ -9,6 +9,7 @@ from .launch import BOOL, F32, I32, I64, PTR, Family, Kernel
 # csrc/warp_kernels.cuh (tests/test_cuda_runtime.py checks they agree)
 THREADS = 256
 CHANNELS_PER_THREAD = 4
+INDEX32_LIMIT = 2**30  # kIndex32Limit: below it the kernels decompose their indices in 32 bits
 _INT_MAX = 2**31 - 1
 
 
@@ -44,15 +45,23 @@ class SampleGeometry(ctypes.Structure):
 
 
 _G = SampleGeometry
+_PARAMS = {
+    "forward": ("sample_forward_kernel<{T}, {I}>", (PTR, PTR, PTR, PTR, _G, I64, BOOL)),
+    "backward": ("sample_backward_kernel<{T}, {I}>", (PTR, PTR, PTR, PTR, _G, PTR, I64, I64, I64, I64, PTR, PTR, PTR,
+                                                      PTR)),
+    "gather": ("gather_input_grad_kernel<{T}, {I}>", (PTR, PTR, PTR, I32, PTR, _G, PTR, I64, I64, I64, I64, BOOL)),
+    "resize_backward": ("resize_backward_axis_kernel<{I}>", (PTR, I64, I64, I64, I64, PTR, I64, I64, I64, I64, I64,
+                                                             I64, I64, I64, I64, F32, F32, I64, BOOL)),
+}
+# "<name>" decomposes its indices in int, "<name>_i64" in 64 bits (see INDEX32_LIMIT)
 FAMILY = Family("warp_kernels.cuh", {
-    "forward": Kernel("mcc::sample_forward_kernel<{T}>", (PTR, PTR, PTR, PTR, _G, I64, BOOL)),
-    "backward": Kernel("mcc::sample_backward_kernel<{T}>", (PTR, PTR, PTR, PTR, _G, PTR, I64, I64, I64, I64, PTR,
-                                                            PTR, PTR, PTR)),
-    "gather": Kernel("mcc::gather_input_grad_kernel<{T}>", (PTR, PTR, PTR, I32, PTR, _G, PTR, I64, I64, I64, I64,
-                                                            BOOL)),
-    "resize_backward": Kernel("mcc::resize_backward_axis_kernel", (PTR, I64, I64, I64, I64, PTR, I64, I64, I64, I64,
-                                                                   I64, I64, I64, I64, I64, F32, F32, I64, BOOL)),
+    f"{key}{suffix}": Kernel("mcc::" + name.replace("{I}", index), params)
+    for key, (name, params) in _PARAMS.items() for suffix, index in (("", "int"), ("_i64", "mcc::I64"))
 })
+
+
+def _kernel(key: str, *index_bounds: int) -> str:
+    return key if max(index_bounds) < INDEX32_LIMIT else f"{key}_i64"
 
 
 def _grid_for(total: int) -> int:
@@ -67,8 +76,8 @@ def sample_forward(x, flow, occ, out, geometry, dtype, stream):
     if total == 0:
         return
     channel_fast = g.out_strides[2] == 1 and g.C > 1
-    FAMILY.launch("forward", _grid_for(total), THREADS, stream, x, flow, occ, out, g, groups, channel_fast,
-                  dtype=dtype)
+    FAMILY.launch(_kernel("forward", total), _grid_for(total), THREADS, stream, x, flow, occ, out, g, groups,
+                  channel_fast, dtype=dtype)
 
 
 def sample_backward(grad_out, x, flow, occ, geometry, grad_x, gx_strides, grad_flow, grad_occ, keys, weights, dtype,
@@ -80,8 +89,8 @@ def sample_backward(grad_out, x, flow, occ, geometry, grad_x, gx_strides, grad_f
         return
     if grad_occ != 0 and g.M != 1:
         raise ValueError("sample_backward: grad_occ needs M == 1")
-    FAMILY.launch("backward", _grid_for(total), THREADS, stream, grad_out, x, flow, occ, g, grad_x, *gx_strides,
-                  grad_flow, grad_occ, keys, weights, dtype=dtype)
+    FAMILY.launch(_kernel("backward", total), _grid_for(total), THREADS, stream, grad_out, x, flow, occ, g, grad_x,
+                  *gx_strides, grad_flow, grad_occ, keys, weights, dtype=dtype)
 
 
 def gather_input_grad(bounds, perm, weights, entries, grad_out, geometry, grad_x, gx_strides, dtype, stream):
@@ -93,7 +102,8 @@ def gather_input_grad(bounds, perm, weights, entries, grad_out, geometry, grad_x
     if entries not in (1, 4):
         raise ValueError("gather_input_grad: entries must be 1 or 4")
     channel_fast = gx_strides[1] == 1 and g.C > 1
-    FAMILY.launch("gather", _grid_for(total), THREADS, stream, bounds, perm, weights, entries, grad_out, g, grad_x,
+    kernel = _kernel("gather", total, entries * g.B * g.M * g.Ho * g.Wo)
+    FAMILY.launch(kernel, _grid_for(total), THREADS, stream, bounds, perm, weights, entries, grad_out, g, grad_x,
                   *gx_strides, channel_fast, dtype=dtype)
 
 
@@ -103,5 +113,5 @@ def resize_backward_axis(src, src_strides, dst, dst_strides, B, A, lo, E, hi, sc
     total = B * A * lo * E
     if total == 0:
         return
-    FAMILY.launch("resize_backward", _grid_for(total), THREADS, stream, src, *src_strides, dst, *dst_strides, B, A,
-                  lo, E, hi, scale, inv_scale, window, align)
+    FAMILY.launch(_kernel("resize_backward", total), _grid_for(total), THREADS, stream, src, *src_strides, dst,
+                  *dst_strides, B, A, lo, E, hi, scale, inv_scale, window, align)
