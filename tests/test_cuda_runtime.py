@@ -91,6 +91,22 @@ def test_compiled_images_are_cached_on_disk(tmp_path, monkeypatch):
     assert not (tmp_path / "off").exists()
 
 
+@needs_nvrtc
+def test_kernels_compile_against_the_cuda_headers_triton_ships(monkeypatch):
+    """A machine with torch and Triton but no CUDA toolkit: Triton's copy of the headers is enough."""
+    import triton
+
+    include = Path(triton.__file__).parent / "backends" / "nvidia" / "include"
+    if not (include / "mma.h").is_file():
+        pytest.skip("this Triton ships no CUDA headers")
+    monkeypatch.setattr(launch, "cuda_include_dirs", lambda: [str(include)])
+    monkeypatch.setenv("MCC_FAST_NVRTC_CACHE", "0")
+    for family in runtime.FAMILIES.values():
+        fresh = launch.Family(family.header, family.kernels)
+        assert f"-I{include}" in fresh.options("sm_90")
+        assert fresh.compile("sm_90").is_cubin
+
+
 def _ptx_params(ptx: str, mangled: str) -> list[str]:
     start = ptx.index(f".entry {mangled}(")
     body = ptx[start:ptx.index(")", start)]

@@ -26,8 +26,8 @@ def unavailable_reason() -> str | None:
     if err:
         return err
     if not cuda_include_dirs():
-        return ("cuda_fp16.h was not found for NVRTC (install a CUDA toolkit and set CUDA_HOME, or "
-                "pip install nvidia-cuda-runtime)")
+        return ("the CUDA headers (cuda_fp16.h, cuda_bf16.h, mma.h) were not found for NVRTC (install a "
+                "CUDA toolkit and set CUDA_HOME, or pip install nvidia-cuda-runtime)")
     return None
 
 

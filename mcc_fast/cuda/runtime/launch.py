@@ -45,9 +45,12 @@ def source_files(folder: Path | None = None) -> list[Path]:
     return sorted([*folder.glob("*.h"), *folder.glob("*.cuh")])
 
 
+_HEADERS = ("cuda_fp16.h", "cuda_bf16.h", "mma.h")
+
+
 def cuda_include_dirs() -> list[str]:
-    """Folders with cuda_fp16.h / cuda_bf16.h for NVRTC (it has no built-in copy): the CUDA
-    toolkit, NVIDIA's runtime wheels, or the copy Triton ships."""
+    """The folder with the CUDA headers the kernels include (cuda_fp16.h, cuda_bf16.h, mma.h;
+    NVRTC has no built-in copy): the CUDA toolkit, NVIDIA's runtime wheels, or Triton's copy."""
     dirs = []
     for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
         if home:
@@ -57,7 +60,7 @@ def cuda_include_dirs() -> list[str]:
         dirs.append(os.path.join(entry, "triton", "backends", "nvidia", "include"))
     seen, out = set(), []
     for d in dirs:
-        if d not in seen and os.path.isfile(os.path.join(d, "cuda_fp16.h")):
+        if d not in seen and all(os.path.isfile(os.path.join(d, h)) for h in _HEADERS):
             seen.add(d)
             out.append(d)
     return out[:1]
