@@ -3,18 +3,24 @@
 // barrier of the block, warp shuffles exchange through a per-warp buffer between two barriers
 // of the warp, __shared__ arrays are static (blocks run one after another), atomics are
 // std::atomic_ref. A thread that returns leaves the block's and its warp's barriers, as an
-// exited GPU thread does. Not emulated: memory-ordering races between blocks, GPU-only
-// rounding of the math functions (the host libm is used), timing.
+// exited GPU thread does; a launch that does not finish in 300 s ($MCC_EMU_TIMEOUT_S) aborts
+// the process with a message rather than hanging the test run. Not emulated: memory-ordering
+// races between blocks, GPU-only rounding of the math functions (the host libm), timing.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <atomic>
 #include <barrier>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -66,6 +72,20 @@ void launch(EmuDim3 grid, EmuDim3 dims, F&& kernel) {
   std::vector<std::unique_ptr<Block>> blocks;
   for (unsigned long long b = 0; b < nblocks; ++b) blocks.push_back(std::make_unique<Block>(n));
   std::barrier<> step(n);
+  // A kernel whose threads wait at different barriers would hang the test run: give up loudly.
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread watchdog([&] {
+    std::unique_lock<std::mutex> lock(m);
+    const char* env = std::getenv("MCC_EMU_TIMEOUT_S");
+    const int seconds = env != nullptr ? std::atoi(env) : 300;
+    if (!cv.wait_for(lock, std::chrono::seconds(seconds), [&] { return done; })) {
+      std::fprintf(stderr, "cuda emulation: a launch of %llu blocks x %u threads did not finish in %d s "
+                           "(divergent __syncthreads or shuffle?)\n", nblocks, n, seconds);
+      std::abort();
+    }
+  });
   std::vector<std::thread> threads;
   threads.reserve(n);
   for (unsigned t = 0; t < n; ++t) {
@@ -84,6 +104,12 @@ void launch(EmuDim3 grid, EmuDim3 dims, F&& kernel) {
     });
   }
   for (auto& th : threads) th.join();
+  {
+    std::lock_guard<std::mutex> lock(m);
+    done = true;
+  }
+  cv.notify_one();
+  watchdog.join();
 }
 
 }  // namespace emu
