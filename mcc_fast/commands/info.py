@@ -27,6 +27,8 @@ def collect() -> dict:
         info["triton"] = triton.__version__
     except Exception:
         info["triton"] = None
+    info["cuda_runtime_compiler"] = {"available": extension_error("nvrtc") is None,
+                                      "reason": extension_error("nvrtc") or "NVRTC, the driver and the headers load"}
     if extension_error() is None:
         from ..cuda import extension
 
@@ -54,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         print("CUDA kernels: compiled at run time by NVRTC (no compiled module)")
     else:
         print(f"CUDA kernels: compiled module, built for {ext['architectures']}")
+    nvrtc = info["cuda_runtime_compiler"]
+    print(f"NVRTC fallback: {'yes' if nvrtc['available'] else 'no '}  {nvrtc['reason']}")
     for name, status in info["backends"].items():
         mark = "yes" if status["available"] else "no "
         print(f"  {name:<7} {mark}  {status['reason']}")
