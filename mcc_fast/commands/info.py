@@ -27,8 +27,9 @@ def collect() -> dict:
         info["triton"] = triton.__version__
     except Exception:
         info["triton"] = None
-    info["cuda_runtime_compiler"] = {"available": extension_error("nvrtc") is None,
-                                      "reason": extension_error("nvrtc") or "NVRTC, the driver and the headers load"}
+    nvrtc_error = extension_error("nvrtc")
+    info["cuda_runtime_compiler"] = {"available": nvrtc_error is None,
+                                      "reason": nvrtc_error or "NVRTC, the driver and the headers load"}
     if extension_error() is None:
         from ..cuda import extension
 

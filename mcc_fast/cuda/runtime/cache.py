@@ -30,13 +30,13 @@ def cache_dir() -> Path | None:
     return Path(base).expanduser() / "nvrtc"
 
 
-def entry_key(source: str, options: list[str], names: list[str], nvrtc_version: tuple[int, int],
-              include_dirs: list[str]) -> str:
-    """SHA-256 over everything that decides the compiled image."""
+def entry_key(source: str, options: list[str], names: list[str], nvrtc_version: tuple[int, int]) -> str:
+    """SHA-256 over everything that decides the compiled image (the CUDA headers are read from
+    the options' -I folders)."""
     h = hashlib.sha256()
     for part in (source, "\0".join(options), "\0".join(names), repr(nvrtc_version)):
         h.update(part.encode() + b"\1")
-    for folder in include_dirs:
+    for folder in (o[2:] for o in options if o.startswith("-I")):
         for name in ("cuda_fp16.h", "cuda_fp16.hpp", "cuda_bf16.h", "cuda_bf16.hpp"):
             path = Path(folder) / name
             if path.is_file():

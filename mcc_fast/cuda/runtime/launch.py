@@ -58,12 +58,10 @@ def cuda_include_dirs() -> list[str]:
     for entry in sys.path:
         dirs.extend(sorted(glob.glob(os.path.join(entry, "nvidia", "*", "include"))))
         dirs.append(os.path.join(entry, "triton", "backends", "nvidia", "include"))
-    seen, out = set(), []
     for d in dirs:
-        if d not in seen and all(os.path.isfile(os.path.join(d, h)) for h in _HEADERS):
-            seen.add(d)
-            out.append(d)
-    return out[:1]
+        if all(os.path.isfile(os.path.join(d, h)) for h in _HEADERS):
+            return [d]
+    return []
 
 
 @dataclass(frozen=True)
@@ -125,7 +123,7 @@ class Family:
                     raise FileNotFoundError(f"the CUDA sources are missing: {source_dir()}")
                 source, options, names = self.source(), self.options(arch), self.name_expressions()
                 stem = f"{self.header.split('.')[0]}-{arch}"
-                key = cache.entry_key(source, options, names, nvrtc.version(), cuda_include_dirs())
+                key = cache.entry_key(source, options, names, nvrtc.version())
                 compiled = cache.load(stem, key)
                 if compiled is None:
                     compiled = nvrtc.compile_program(source, self.header.replace(".cuh", ".cu"), options, names)
