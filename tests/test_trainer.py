@@ -431,6 +431,8 @@ def test_cli_trains_resumes_and_reports_errors(data_root, tmp_path, capsys):
     assert "--vgg-weights" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="train.precision"):
         load_config("smoke", ["train.precision=fp8"])
+    with pytest.raises(ConfigError, match="train.fused_ops"):
+        load_config("smoke", ["train.fused_ops=sometimes"])
 
 
 def test_training_benchmark_compares_runs(capsys):
