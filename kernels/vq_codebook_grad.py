@@ -194,7 +194,8 @@ CHUNK_ROWS = 128
 def backward(segments: Sequence[Segment], codebook: torch.Tensor, indices: torch.Tensor,
              grad_zq: Sequence[torch.Tensor | None], grad_loss: torch.Tensor | None, beta: float,
              *, deterministic: bool, need_codebook_grad: bool = True):
-    """Gradients of the fused quantisation: (list of dz per segment, dcodebook or None).
+    """Gradients of the fused quantisation: (dz (sum N_s, d), the segments' rows concatenated,
+    dcodebook or None).
 
     indices: (sum N_s,) the forward's concatenated int64 indices. grad_zq: per segment
     gradient of z_q (None when z_q was unused). grad_loss: (S,) gradient of the losses, or
@@ -244,7 +245,7 @@ def backward(segments: Sequence[Segment], codebook: torch.Tensor, indices: torch
             *_pad4(rows, 0), *zo, *zsn, *zsd, *go, *gsn, *gsd, *_pad4(row_base, 0), *_pad4(inv_m, 0.0),
             HAS_GZQ=has_gzq, HAS_GLOSS=has_gloss, ATOMIC=atomic, BLOCK_N=block_n, BLOCK_D=block_d,
         )
-    grad_z = [gz_flat[row_base[i]:row_base[i] + rows[i]] for i in range(nseg)]
+    grad_z = gz_flat
     if not need_codebook_grad:
         return grad_z, None
     if not has_gloss:

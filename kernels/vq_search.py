@@ -258,13 +258,13 @@ class Segment(NamedTuple):
 class ForwardResult(NamedTuple):
     """Outputs of a (multi-segment) search, in the segments' order.
 
-    z_q: per segment (N_s, d) straight-through values (None unless fused).
+    z_q: (sum N_s, d) straight-through values, the segments' rows concatenated (None unless fused).
     indices/distances: (sum N_s,) concatenated int64 / float32.
     loss, perplexity, usage: (S,) float32 (None unless fused).
     counts: (sum num_s,) int64 histograms, concatenated (None unless fused).
     """
 
-    z_q: list | None
+    z_q: torch.Tensor | None
     indices: torch.Tensor
     distances: torch.Tensor
     loss: torch.Tensor | None
@@ -389,8 +389,7 @@ def search(segments: Sequence[Segment], codebook: torch.Tensor, *, fused: bool, 
         *per_seg(lambda i: 1.0 / (rows[i] * d) if rows[i] > 0 else float("nan"), 0.0),
         BLOCK=256,
     )
-    z_q = [zq_flat[row_base[i]:row_base[i] + rows[i]] for i in range(nseg)]
-    return ForwardResult(z_q, idx, dist, loss, ppl, usage, counts)
+    return ForwardResult(zq_flat, idx, dist, loss, ppl, usage, counts)
 
 
 def _sig(pointers: dict, scalars: dict) -> dict:

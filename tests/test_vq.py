@@ -534,3 +534,107 @@ def test_property_search_and_quantize(problem):
         torch.testing.assert_close(q.z_q.float(), cb[idx].float(), rtol=0,
                                    atol=1e-6 if dtype == torch.float32 else 0.05)
         assert 1.0 - 1e-4 <= q.stats.perplexity.item() <= num * (1 + 1e-4)
+
+
+# --------------------------------------------------------------------------- torch.library ops
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_torch_compile_fullgraph_forward_and_backward(backend):
+    z, cb = _rand(21, 8, seed=80), _rand(12, 8, seed=81)
+
+    def step(a, e):
+        q = quantize(a, e, 9, 2, backend=backend)
+        return (q.z_q.square().sum() + q.loss) * q.stats.perplexity.detach(), q.indices
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    args = [z.clone().requires_grad_(True), cb.clone().requires_grad_(True)]
+    loss, idx = compiled(*args)
+    grads = torch.autograd.grad(loss, args)
+    eager = [z.clone().requires_grad_(True), cb.clone().requires_grad_(True)]
+    want_loss, want_idx = step(*eager)
+    assert torch.equal(idx, want_idx)
+    torch.testing.assert_close(loss, want_loss)
+    for g, w in zip(grads, torch.autograd.grad(want_loss, eager)):
+        torch.testing.assert_close(g, w)
+    found = torch.compile(lambda a, e: nearest_code(a, e, backend=backend), fullgraph=True, backend="aot_eager")
+    assert torch.equal(found(z, cb)[0], nearest_code(z, cb, backend=backend)[0])
+
+
+def test_custom_ops_pass_opcheck():
+    from mcc_fast.ops import vq as ops_vq
+
+    z, cb = _rand(7, 4, seed=82), _rand(6, 4, seed=83)
+    torch.library.opcheck(ops_vq._nearest_code_op, (z, cb, 1, 4, "tf32", "triton"),
+                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(ops_vq._quantize_op, (cb, [z, z[:3]], [0, 1], [6, 4], 0.25, "tf32", "triton", False),
+                          test_utils=("test_schema", "test_faketensor"))
+    idx = nearest_code(z, cb)[0]
+    torch.library.opcheck(ops_vq._quantize_bwd_op, (cb, idx, [z], torch.ones_like(z), torch.ones(1, device=DEV),
+                                                    [0], [6], 0.25, "triton", True, True),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_meta_tensors_give_output_shapes():
+    z, cb = torch.empty(5, 3, 8, device="meta"), torch.empty(10, 8, device="meta")
+    q = quantize(z, cb, 6, backend="triton")
+    assert q.z_q.shape == (5, 3, 8) and q.indices.shape == (5, 3) and q.indices.dtype == torch.int64
+    assert q.loss.shape == () and q.stats.counts.shape == (6,) and q.z_q.device.type == "meta"
+    idx, dist = nearest_code(z[0], cb, backend="triton")
+    assert idx.shape == (3,) and dist.dtype == torch.float32
+
+
+# --------------------------------------------------------------------------- reviewed edge cases
+
+
+def test_reference_unchosen_non_finite_codebook_row_stays_out_of_the_result():
+    z, cb = _rand(6, 4, seed=84), _rand(8, 4, seed=85)
+    z = torch.where(torch.arange(6, device=DEV)[:, None] < 3, z, -z)
+    far = cb.clone()
+    far[3] = float("nan")
+    far[5, 1] = float("inf")
+    cb_grad = far.clone().requires_grad_(True)
+    q = quantize(z, cb_grad, backend="torch")
+    assert not bool(((q.indices == 3) | (q.indices == 5)).any())
+    assert bool(torch.isfinite(q.z_q).all()) and bool(torch.isfinite(q.loss))
+    q.loss.backward()
+    assert bool(torch.isfinite(cb_grad.grad).all())
+    assert bool((cb_grad.grad[3] == 0).all()) and bool((cb_grad.grad[5] == 0).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reference_loss_is_computed_in_float32(dtype):
+    z = torch.full((4, 4), 300.0, device=DEV).to(dtype)
+    cb = torch.zeros(3, 4, device=DEV).to(dtype)
+    q = quantize(z, cb, backend="torch")
+    assert q.loss.dtype == torch.float32
+    assert q.loss.item() == pytest.approx(1.25 * 300.0 ** 2)  # fp16 would overflow: 1.125e5 > 65504
+    z = _rand(30, 16, seed=86, dtype=dtype)
+    cb = _rand(20, 16, seed=87, dtype=dtype)
+    exact = quantize(z.float(), cb.float(), backend="torch").loss
+    torch.testing.assert_close(quantize(z, cb, backend="torch").loss, exact, rtol=1e-6, atol=0)
+
+
+def test_kernel_backends_run_in_the_promoted_dtype():
+    z, cb = _rand(5, 8, seed=88), _rand(6, 8, seed=89, dtype=torch.float64)
+    with pytest.raises(TypeError, match="float64"):
+        nearest_code(z, cb, backend="triton")
+    idx, _ = nearest_code(z, cb)  # auto: the torch backend in float64
+    assert torch.equal(idx, nearest_code(z.double(), cb)[0])
+
+
+def test_integer_like_arguments_and_strict_flags():
+    np = pytest.importorskip("numpy")
+    z, cb = _rand(9, 4, seed=90), _rand(10, 4, seed=91)
+    want = nearest_code(z, cb, 4, 3)
+    got = nearest_code(z, cb, np.int64(4), np.int32(3))
+    assert torch.equal(got[0], want[0])
+    assert torch.equal(quantize(z, cb, np.int64(4), np.int64(3)).indices, want[0])
+    with pytest.raises(ValueError, match="num_codes"):
+        nearest_code(z, cb, torch.tensor(4))
+    with pytest.raises(TypeError, match="deterministic must be True, False or None"):
+        quantize(z, cb, deterministic="no")
+    with pytest.raises(TypeError, match="num_codes must be a list or tuple"):
+        quantize_multiscale([z], cb, 3)
+    with pytest.raises(TypeError, match="zs must be a list or tuple"):
+        quantize_multiscale(z, cb, [3] * 9)  # a tensor is not a list of inputs

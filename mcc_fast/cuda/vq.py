@@ -31,7 +31,7 @@ class Segment(NamedTuple):
 class ForwardResult(NamedTuple):
     """Same fields as kernels.vq_search.ForwardResult."""
 
-    z_q: list | None
+    z_q: torch.Tensor | None
     indices: torch.Tensor
     distances: torch.Tensor
     loss: torch.Tensor | None
@@ -82,8 +82,7 @@ def search(segments: Sequence[Segment], codebook: torch.Tensor, *, fused: bool, 
         )
     if not fused:
         return ForwardResult(None, idx, dist, None, None, None, None)
-    bases = [sum(rows[:i]) for i in range(nseg)]
-    return ForwardResult([zq[b:b + r] for b, r in zip(bases, rows)], idx, dist, loss, ppl, usage, counts)
+    return ForwardResult(zq, idx, dist, loss, ppl, usage, counts)
 
 
 def nearest_code(z: torch.Tensor, codebook: torch.Tensor, start: int, num: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,7 +96,6 @@ def backward(segments: Sequence[Segment], codebook: torch.Tensor, indices: torch
              *, deterministic: bool, need_codebook_grad: bool = True):
     """Same contract as kernels.vq_codebook_grad.backward."""
     ext = extension()
-    nseg = len(segments)
     device, dtype = codebook.device, segments[0].z.dtype
     code = dtype_code(codebook, "codebook")
     k, d = codebook.shape
@@ -117,8 +115,7 @@ def backward(segments: Sequence[Segment], codebook: torch.Tensor, indices: torch
         ext.vq_backward_rows(zp, zsn, zsd, gp, gsn, gsd, rows, codebook.data_ptr(), codebook.stride(0),
                              codebook.stride(1), d, code, indices.data_ptr(), gl.data_ptr() if has_gloss else 0,
                              float(beta), gz.data_ptr(), int(atomic), gcb32.data_ptr() if atomic else 0, stream)
-        bases = [sum(rows[:i]) for i in range(nseg)]
-        grad_z = [gz[b:b + r] for b, r in zip(bases, rows)]
+        grad_z = gz
         if not need_codebook_grad:
             return grad_z, None
         if not has_gloss:

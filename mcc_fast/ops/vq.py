@@ -51,7 +51,9 @@ deterministic.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+import operator
+from typing import Optional, Sequence
 
 import torch
 
@@ -87,14 +89,26 @@ def _grad_impl(backend: str):
     return vq_codebook_grad
 
 
-def _check_range(k: int, num_codes, start, name_num: str = "num_codes", name_start: str = "start") -> int:
-    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < k:
+def _as_int(value):
+    """value as a Python int (ints and integer scalars such as numpy.int64; not bool), else None."""
+    if isinstance(value, bool) or isinstance(value, torch.Tensor):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _check_range(k: int, num_codes, start, name_num: str = "num_codes", name_start: str = "start") -> tuple[int, int]:
+    """(start, num) as ints, or a ValueError naming the argument."""
+    first = _as_int(start)
+    if first is None or not 0 <= first < k:
         raise ValueError(f"{name_start} must be an int in [0, {k}) (the codebook has {k} rows), got {start!r}")
-    num = k - start if num_codes is None else num_codes
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1 or start + num > k:
-        raise ValueError(f"{name_num} must be an int in [1, {k - start}] (codebook has {k} rows, "
-                         f"{name_start}={start}), got {num_codes!r}")
-    return num
+    num = k - first if num_codes is None else _as_int(num_codes)
+    if num is None or num < 1 or first + num > k:
+        raise ValueError(f"{name_num} must be an int in [1, {k - first}] (codebook has {k} rows, "
+                         f"{name_start}={first}), got {num_codes!r}")
+    return first, num
 
 
 def _check_codebook(codebook) -> None:
@@ -119,7 +133,7 @@ def _check_precision(precision: str) -> None:
 
 
 def _choose(backend, *tensors, op: str) -> str:
-    dtype = tensors[0].dtype
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))  # what the kernels would get
     if backend is None and any(t.dtype == torch.float64 for t in tensors):
         return "torch"  # the kernels are float32/float16/bfloat16
     chosen = resolve_backend(backend, *tensors, op=op)
@@ -147,7 +161,7 @@ def nearest_code(z: torch.Tensor, codebook: torch.Tensor, num_codes: int | None 
     """
     _check_codebook(codebook)
     _check_z(z, codebook, "z", ndim=2)
-    num = _check_range(codebook.shape[0], num_codes, start)
+    start, num = _check_range(codebook.shape[0], num_codes, start)
     _check_precision(precision)
     chosen = _choose(backend, z, codebook, op="nearest_code")
     z, codebook = z.detach(), codebook.detach()
@@ -155,57 +169,116 @@ def nearest_code(z: torch.Tensor, codebook: torch.Tensor, num_codes: int | None 
     z, codebook = z.to(dtype), codebook.to(dtype)
     if chosen == "torch":
         return reference.nearest_code(z, codebook, start, num)
-    impl = _impl(chosen)
-    res = impl.search([impl.Segment(z, start, num)], codebook, fused=False, precision=precision)
+    return _nearest_code_op(z, codebook, start, num, precision, chosen)
+
+
+def _segments(backend: str, zs, starts, nums) -> list:
+    segment = _impl(backend).Segment
+    return [segment(z, s, n) for z, s, n in zip(zs, starts, nums)]
+
+
+# ------------------------------------------------------------------ custom ops (torch.library)
+# The kernel backends run behind torch.library custom ops: fake implementations give
+# torch.compile (fullgraph) and meta tensors the output shapes, register_autograd the gradient.
+
+@torch.library.custom_op("mcc_fast::nearest_code", mutates_args=())
+def _nearest_code_op(z: torch.Tensor, codebook: torch.Tensor, start: int, num: int, precision: str,
+                     backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    res = _impl(backend).search(_segments(backend, [z], [start], [num]), codebook, fused=False,
+                                precision=precision)
     return res.indices, res.distances
 
 
-class _QuantizeFunction(torch.autograd.Function):
-    """Fused forward (search + z_q + loss + stats) and backward of up to 4 segments."""
+@_nearest_code_op.register_fake
+def _(z, codebook, start, num, precision, backend):
+    n = z.shape[0]
+    return z.new_empty(n, dtype=torch.int64), z.new_empty(n, dtype=torch.float32)
 
-    @staticmethod
-    def forward(ctx, backend, starts, nums, beta, precision, deterministic, codebook, *zs):
-        impl = _impl(backend)
-        segments = [impl.Segment(z, s, n) for z, s, n in zip(zs, starts, nums)]
-        res = impl.search(segments, codebook, fused=True, beta=beta, precision=precision)
-        ctx.backend, ctx.starts, ctx.nums, ctx.beta, ctx.deterministic = backend, starts, nums, beta, deterministic
-        ctx.save_for_backward(codebook, res.indices, *zs)
-        ctx.mark_non_differentiable(res.indices, res.distances, res.perplexity, res.usage, res.counts)
-        ctx.set_materialize_grads(False)
-        return (*res.z_q, res.loss, res.indices, res.distances, res.perplexity, res.usage, res.counts)
 
-    @staticmethod
-    def backward(ctx, *grads):
-        codebook, indices, *zs = ctx.saved_tensors
-        nseg = len(zs)
-        grad_zq, grad_loss = list(grads[:nseg]), grads[nseg]
-        need_cb = ctx.needs_input_grad[6]
-        need_z = any(ctx.needs_input_grad[7:])
-        if grad_loss is None and all(g is None for g in grad_zq):
-            return (None,) * (7 + nseg)
-        impl = _grad_impl(ctx.backend)
-        segments = [_impl(ctx.backend).Segment(z, s, n) for z, s, n in zip(zs, ctx.starts, ctx.nums)]
-        grad_z, grad_cb = impl.backward(segments, codebook, indices, grad_zq, grad_loss, ctx.beta,
-                                        deterministic=ctx.deterministic, need_codebook_grad=need_cb)
-        if not need_z:
-            grad_z = [None] * nseg
-        return (None, None, None, None, None, None, grad_cb if need_cb else None, *grad_z)
+@torch.library.custom_op("mcc_fast::quantize", mutates_args=())
+def _quantize_op(codebook: torch.Tensor, zs: list[torch.Tensor], starts: list[int], nums: list[int], beta: float,
+                 precision: str, backend: str, deterministic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                              torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                              torch.Tensor]:
+    """Fused search + z_q + loss + stats of up to 4 segments. Returns (z_q (sum N_s, d),
+    loss (S,), indices (sum N_s,), distances (sum N_s,), perplexity (S,), usage (S,),
+    counts (sum num_s,)); `deterministic` is only read by the backward."""
+    res = _impl(backend).search(_segments(backend, zs, starts, nums), codebook, fused=True, beta=beta,
+                                precision=precision)
+    return res.z_q, res.loss, res.indices, res.distances, res.perplexity, res.usage, res.counts
+
+
+@_quantize_op.register_fake
+def _(codebook, zs, starts, nums, beta, precision, backend, deterministic):
+    total, nseg = sum(z.shape[0] for z in zs), len(zs)
+
+    def f32(n):
+        return codebook.new_empty(n, dtype=torch.float32)
+
+    return (codebook.new_empty(total, codebook.shape[1]), f32(nseg), codebook.new_empty(total, dtype=torch.int64),
+            f32(total), f32(nseg), f32(nseg), codebook.new_empty(sum(nums), dtype=torch.int64))
+
+
+@torch.library.custom_op("mcc_fast::quantize_backward", mutates_args=())
+def _quantize_bwd_op(codebook: torch.Tensor, indices: torch.Tensor, zs: list[torch.Tensor],
+                     grad_zq: Optional[torch.Tensor], grad_loss: Optional[torch.Tensor], starts: list[int],
+                     nums: list[int], beta: float, backend: str, deterministic: bool,
+                     need_codebook: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dz (sum N_s, d), dcodebook (K, d), or an empty tensor when not needed)."""
+    rows = [z.shape[0] for z in zs]
+    per_segment = [None] * len(zs) if grad_zq is None else list(grad_zq.split(rows))
+    grad_z, grad_cb = _grad_impl(backend).backward(
+        _segments(backend, zs, starts, nums), codebook, indices, per_segment, grad_loss, beta,
+        deterministic=deterministic, need_codebook_grad=need_codebook)
+    return grad_z, codebook.new_empty(0) if grad_cb is None else grad_cb
+
+
+@_quantize_bwd_op.register_fake
+def _(codebook, indices, zs, grad_zq, grad_loss, starts, nums, beta, backend, deterministic, need_codebook):
+    grad_z = zs[0].new_empty(sum(z.shape[0] for z in zs), codebook.shape[1])
+    return grad_z, torch.empty_like(codebook) if need_codebook else codebook.new_empty(0)
+
+
+def _quantize_setup(ctx, inputs, output):
+    codebook, zs, starts, nums, beta, _precision, backend, deterministic = inputs
+    ctx.save_for_backward(codebook, output[2], *zs)
+    ctx.cfg = (starts, nums, beta, backend, deterministic)
+    ctx.set_materialize_grads(False)
+
+
+def _quantize_backward(ctx, grad_zq, grad_loss, *_stats):
+    codebook, indices, *zs = ctx.saved_tensors
+    starts, nums, beta, backend, deterministic = ctx.cfg
+    need_cb, need_z = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    none = (None,) * 7
+    if grad_loss is None and grad_zq is None:
+        return None, None, *none[1:]
+    grad_z, grad_cb = _quantize_bwd_op(codebook, indices, zs, grad_zq, grad_loss, starts, nums, beta, backend,
+                                       deterministic, bool(need_cb))
+    grad_zs = list(grad_z.split([z.shape[0] for z in zs])) if need_z else None
+    return (grad_cb if need_cb else None), grad_zs, *none[1:]
+
+
+_quantize_op.register_autograd(_quantize_backward, setup_context=_quantize_setup)
 
 
 def _quantize_group(zs2d, codebook, starts, nums, beta, precision, deterministic, backend):
-    out = _QuantizeFunction.apply(backend, tuple(starts), tuple(nums), float(beta), precision, deterministic,
-                                  codebook, *zs2d)
-    nseg = len(zs2d)
-    z_q = out[:nseg]
-    loss, indices, distances, ppl, usage, counts = out[nseg:]
+    z_q, loss, indices, distances, ppl, usage, counts = _quantize_op(
+        codebook, list(zs2d), list(starts), list(nums), float(beta), precision, backend, bool(deterministic))
     results, row, cnt = [], 0, 0
-    for s in range(nseg):
+    for s in range(len(zs2d)):
         n, k = zs2d[s].shape[0], nums[s]
         stats = VQStats(perplexity=ppl[s], usage=usage[s], counts=counts[cnt:cnt + k],
                         sq_distances=distances[row:row + n])
-        results.append((z_q[s], indices[row:row + n], loss[s], stats))
+        results.append((z_q[row:row + n], indices[row:row + n], loss[s], stats))
         row, cnt = row + n, cnt + k
     return results
+
+
+def _as_list(values, name: str) -> list:
+    if isinstance(values, torch.Tensor) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a list or tuple (one entry per input), got {type(values).__name__}")
+    return list(values)
 
 
 def quantize_multiscale(zs: Sequence[torch.Tensor], codebook: torch.Tensor, num_codes: Sequence[int | None],
@@ -225,13 +298,12 @@ def quantize_multiscale(zs: Sequence[torch.Tensor], codebook: torch.Tensor, num_
 
 def _quantize_many(zs, codebook, num_codes, starts, beta, deterministic, backend, precision, names):
     _check_codebook(codebook)
-    zs = list(zs)
+    zs, nums_in = _as_list(zs, "zs"), _as_list(num_codes, "num_codes")
     if not zs:
         raise ValueError("zs must hold at least one tensor")
-    nums_in = list(num_codes)
     if len(nums_in) != len(zs):
         raise ValueError(f"num_codes must have one entry per input: {len(zs)} inputs, {len(nums_in)} num_codes")
-    starts = [0] * len(zs) if starts is None else list(starts)
+    starts = [0] * len(zs) if starts is None else _as_list(starts, "starts")
     if len(starts) != len(zs):
         raise ValueError(f"starts must have one entry per input: {len(zs)} inputs, {len(starts)} starts")
     k = codebook.shape[0]
@@ -239,8 +311,10 @@ def _quantize_many(zs, codebook, num_codes, starts, beta, deterministic, backend
     for i, (z, nc, st) in enumerate(zip(zs, nums_in, starts)):
         zname, nname, sname = names or (f"zs[{i}]", f"num_codes[{i}]", f"starts[{i}]")
         _check_z(z, codebook, zname)
-        nums.append(_check_range(k, nc, st, nname, sname))
+        starts[i], num = _check_range(k, nc, st, nname, sname)
+        nums.append(num)
     _check_precision(precision)
+    det = deterministic_requested(deterministic)
     if not isinstance(beta, (int, float)) or isinstance(beta, bool):
         raise TypeError(f"beta must be a float, got {type(beta).__name__}")
     dtype = codebook.dtype
@@ -251,7 +325,6 @@ def _quantize_many(zs, codebook, num_codes, starts, beta, deterministic, backend
     chosen = _choose(backend, *zs, cb, op="quantize")
     if chosen == "torch":
         return [reference.quantize(z, cb, st, n, beta) for z, st, n in zip(zs, starts, nums)]
-    det = deterministic_requested(deterministic)
     d = cb.shape[1]
     flat = [z.reshape(-1, d) for z in zs]
     out: list[Quantized] = []

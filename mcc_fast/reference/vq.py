@@ -2,7 +2,7 @@
 
 The oracle for the kernels. Follows the official `VectorQuantizer` (CodeFormer/VQGAN, used
 by MCC): distance = |z|^2 + |e|^2 - 2 z.e over the searched rows, argmin (ties to the
-lowest index), one-hot matmul for the codes, loss = beta * mean((sg(e) - z)^2) +
+lowest index), the chosen rows gathered (the one-hot matmul's values), loss = beta * mean((sg(e) - z)^2) +
 mean((e - sg(z))^2), z_q = z + sg(e - z), perplexity = exp(-sum p log(p + 1e-10)) with p
 the code frequencies. On top of the official formula, the package-wide rules for
 non-finite input (mcc_fast.ops.nearest_code): rows of z with NaN/Inf get index -1 and
@@ -85,7 +85,8 @@ def quantize(z: torch.Tensor, codebook: torch.Tensor, start: int, num: int, beta
     """Official VQ forward through autograd: gradients flow to z and to codebook.
 
     z (..., d), codebook (K, d) of one dtype. Returns Quantized(z_q (..., d) in z's dtype,
-    indices (...) int64, loss () float32 (float64 for float64 input), stats).
+    indices (...) int64, loss () float32 (float64 for float64 input; computed in that
+    precision for float16/bfloat16 input too), stats).
     """
     d = z.shape[-1]
     lead = z.shape[:-1]
@@ -95,19 +96,19 @@ def quantize(z: torch.Tensor, codebook: torch.Tensor, start: int, num: int, beta
     valid = idx >= 0
     local = torch.where(valid, idx - start, torch.zeros_like(idx))
     codes = codebook[start:start + num]
-    one_hot = torch.zeros(n, num, dtype=codes.dtype, device=codes.device)
-    one_hot.scatter_(1, local[:, None], 1)
-    one_hot = one_hot * valid[:, None].to(codes.dtype)
-    e = one_hot @ codes
+    # the official one-hot matmul's values (and gradient, an index-add), gathered: a matmul
+    # would spread 0 * NaN from an unchosen non-finite codebook row into every row
+    e = codes[local]
     e = torch.where(valid[:, None], e, torch.full_like(e, float("nan")))
-    loss = beta * torch.mean((e.detach() - zf) ** 2) + torch.mean((e - zf.detach()) ** 2)
+    acc = _acc_dtype(zf, codes)  # the loss is a float32 (float64) mean for every input dtype
+    e_acc, z_acc = e.to(acc), zf.to(acc)
+    loss = beta * torch.mean((e_acc.detach() - z_acc) ** 2) + torch.mean((e_acc - z_acc.detach()) ** 2)
     z_q = zf + (e - zf).detach()
     counts = torch.bincount(local[valid], minlength=num)
-    loss_dtype = torch.float64 if loss.dtype == torch.float64 else torch.float32
     stats = VQStats(
         perplexity=perplexity(counts, n),
         usage=(counts > 0).to(torch.float32).mean(),
         counts=counts,
         sq_distances=sq.reshape(lead),
     )
-    return Quantized(z_q.reshape(z.shape), idx.reshape(lead), loss.to(loss_dtype), stats)
+    return Quantized(z_q.reshape(z.shape), idx.reshape(lead), loss, stats)
