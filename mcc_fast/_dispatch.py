@@ -115,7 +115,11 @@ def resolve_backend(backend: str | None, *tensors, op: str, supported: tuple[str
 
 
 def deterministic_requested(deterministic: bool | None) -> bool:
-    """An explicit flag wins; otherwise follow torch.use_deterministic_algorithms()."""
+    """An explicit flag wins; otherwise follow torch.use_deterministic_algorithms().
+
+    Anything but True, False or None is a TypeError naming `deterministic`."""
     if deterministic is not None:
-        return bool(deterministic)
+        if not isinstance(deterministic, bool):
+            raise TypeError(f"deterministic must be True, False or None, got {deterministic!r}")
+        return deterministic
     return torch.are_deterministic_algorithms_enabled()

@@ -418,12 +418,48 @@ def test_bad_inputs_are_clear_errors():
         keypoint_heatmaps(kp_s, (1, 5))
     with pytest.raises(ValueError, match="variance"):
         keypoint_heatmaps(kp_s, (4, 5), variance=0.0)
+    with pytest.raises(ValueError, match="variance"):
+        keypoint_heatmaps(kp_s, (4, 5), variance=True)
+    for size in ((4.9, 5.9), "45", (4, 5, 6), 4, (True, 5), torch.tensor([4, 5])):
+        with pytest.raises(ValueError, match="size must be a pair"):
+            keypoint_heatmaps(kp_s, size)
+    with pytest.raises(ValueError, match="size must be a pair"):
+        sparse_motions(kp_s, kp_d, size=(4.0, 5))
+    for flag in ("False", None, 0):
+        with pytest.raises(TypeError, match="align_corners must be a bool"):
+            dense_motion_input(source, kp_s, kp_d, js, jd, flag)
     with pytest.raises(ValueError, match="device"):
         compose_flow(logits, kp_s, kp_d.to("meta"), js, jd)
     with pytest.raises(ValueError, match="backend"):
         compose_flow(logits, kp_s, kp_d, js, jd, backend="numpy")
     with pytest.raises(RuntimeError, match="cuda"):
         compose_flow(logits, kp_s, kp_d, js, jd, backend="cuda")  # CPU tensors
+
+
+def test_integer_like_sizes_are_accepted():
+    np = pytest.importorskip("numpy")
+    kp = _to(_problem(1, 2, 3, 5, 4)[1], device="cpu")
+    want = keypoint_heatmaps(kp, (4, 5))
+    torch.testing.assert_close(keypoint_heatmaps(kp, (np.int64(4), np.int32(5))), want, rtol=0, atol=0)
+    torch.testing.assert_close(keypoint_heatmaps(kp, torch.Size([4, 5])), want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["torch", *BACKENDS])
+def test_output_dtypes_follow_the_documented_rule_for_mixed_inputs(backend):
+    """sparse_motions: kp_source's dtype; compose_flow: promote(mask_logits, kp_source);
+    dense_motion_input: source's dtype — on every backend, whatever the other inputs are."""
+    _require(backend)
+    source, kp_s, kp_d, js, jd, logits = _problem(1, 2, 3, 5, 4, seed=21)
+    half = torch.float16
+    assert sparse_motions(_to(kp_s, half), _to(kp_d), size=(4, 5), backend=backend).dtype == half
+    assert compose_flow(_to(logits, half), _to(kp_s, half), _to(kp_d), _to(js), _to(jd),
+                        backend=backend).dtype == half
+    assert dense_motion_input(_to(source, half), _to(kp_s), _to(kp_d), _to(js), _to(jd),
+                              backend=backend).dtype == half
+    if backend == "torch":  # float64 jacobians run on the reference only
+        out = sparse_motions(_to(kp_s), _to(kp_d), _to(js, torch.float64), _to(jd, torch.float64), size=(4, 5),
+                             backend="torch")
+        assert out.dtype == torch.float32
 
 
 def test_float64_runs_the_reference_or_is_refused_by_the_kernels():

@@ -71,6 +71,15 @@ def test_weight_none_on_triton():
     _check(group_norm_swish(x, 2, backend="triton"), group_norm_swish_reference(x, 2), torch.float32)
 
 
+def test_strided_and_expanded_weight_and_bias_on_triton():
+    x, w, b = _input((1, 4, 3, 3), seed=5)
+    every_other = torch.randn(8, device=DEVICE)[::2]  # stride 2
+    one_value = torch.tensor([2.0], device=DEVICE).expand(4)  # stride 0
+    for weight, bias in ((every_other, b), (one_value, b), (w, every_other), (w, one_value)):
+        out = group_norm_swish(x, 2, weight, bias, backend="triton")
+        _check(out, group_norm_swish_reference(x, 2, weight, bias), torch.float32)
+
+
 def test_gradients_run_the_differentiable_reference():
     x, w, b = _input((2, 8, 3, 3))
     x.requires_grad_(True)

@@ -361,6 +361,8 @@ def test_bad_inputs_are_clear_errors():
         warp(x, torch.zeros(2, 0, 3, 2))
     with pytest.raises(TypeError, match="align_corners must be a bool"):
         warp(x, flow, occ, "yes")
+    with pytest.raises(TypeError, match="deterministic must be True, False or None"):
+        warp(x, flow, occ, deterministic="no")
     with pytest.raises(ValueError, match="flows must have 5 dimensions"):
         warp_many(x, flow)
     with pytest.raises(ValueError, match="flows must end in 2"):
@@ -371,6 +373,20 @@ def test_bad_inputs_are_clear_errors():
         warp_many(torch.zeros(2, 3, 4, 0), torch.zeros(2, 4, 3, 3, 2))
     with pytest.raises(RuntimeError, match="backend"):
         warp_many(x, torch.zeros(2, 4, 3, 3, 2), backend="cuda" if not HAS_GPU else "nope")
+
+
+def test_torch_backend_keeps_channels_last_like_the_kernels():
+    x = torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)
+    flow = torch.rand(2, 3, 3, 2) * 2 - 1
+    occ = torch.rand(2, 1, 3, 3)
+    grid = torch.rand(2, 6, 2, 2) * 2 - 1
+    out = warp(x, flow, occ, backend="torch")
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, reference.warp(x.contiguous(), flow, occ, True))
+    sampled = mcc_fast.ops.grid_sample(x, grid, backend="torch")
+    assert sampled.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(sampled, F.grid_sample(x.contiguous(), grid, align_corners=False))
+    assert mcc_fast.ops.grid_sample(x.contiguous(), grid, backend="torch").is_contiguous()
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)

@@ -29,6 +29,7 @@ it raises (or warns with ``warn_only=True``), as grid_sample does.
 """
 from __future__ import annotations
 
+import operator
 import types
 import warnings
 from typing import Optional, Sequence
@@ -309,17 +310,17 @@ def _check_keypoints(kp_source, kp_driving, jac_source, jac_driving) -> tuple[in
 
 
 def _check_size(size, name: str = "size") -> tuple[int, int]:
-    try:
-        h, w = (int(s) for s in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (H, W) of ints, got {size!r}") from None
+    if isinstance(size, (str, bytes, torch.Tensor)) or not isinstance(size, Sequence) or len(size) != 2 or any(
+            isinstance(s, bool) or not hasattr(s, "__index__") for s in size):
+        raise ValueError(f"{name} must be a pair (H, W) of ints, got {size!r}")
+    h, w = (operator.index(s) for s in size)
     if h < 2 or w < 2:
         raise ValueError(f"{name} must be at least (2, 2) (the coordinate grid divides by n - 1), got {(h, w)}")
     return h, w
 
 
 def _check_variance(variance) -> float:
-    if not isinstance(variance, (int, float)) or not variance > 0:
+    if isinstance(variance, bool) or not isinstance(variance, (int, float)) or not variance > 0:
         raise ValueError(f"variance must be a number > 0, got {variance!r}")
     return float(variance)
 
@@ -370,7 +371,8 @@ def sparse_motions(kp_source: torch.Tensor, kp_driving: torch.Tensor, jac_source
     chosen = _resolve(backend, {"kp_source": kp_source, "kp_driving": kp_driving, "jac_source": jac_source,
                                 "jac_driving": jac_driving}, "sparse_motions")
     if chosen == "torch":
-        return reference.sparse_motions(kp_source, kp_driving, jac_source, jac_driving, size=(h, w))
+        return reference.sparse_motions(kp_source, kp_driving, jac_source, jac_driving,
+                                        size=(h, w)).to(kp_source.dtype)
     return _sparse_motions_op(kp_source, kp_driving, jac_source, jac_driving, h, w, chosen)
 
 
@@ -395,12 +397,14 @@ def dense_motion_input(source: torch.Tensor, kp_source: torch.Tensor, kp_driving
     if source.shape[1] < 1:
         raise ValueError(f"source must have at least one channel, got shape {tuple(source.shape)}")
     variance = _check_variance(variance)
+    if not isinstance(align_corners, bool):
+        raise TypeError(f"align_corners must be a bool, got {type(align_corners).__name__}")
     chosen = _resolve(backend, {"source": source, "kp_source": kp_source, "kp_driving": kp_driving,
                                 "jac_source": jac_source, "jac_driving": jac_driving}, "dense_motion_input")
     if chosen == "torch":
         return reference.dense_motion_input(source, kp_source, kp_driving, jac_source, jac_driving,
-                                            bool(align_corners), variance=variance)
-    return _dense_motion_input_op(source, kp_source, kp_driving, jac_source, jac_driving, bool(align_corners),
+                                            align_corners, variance=variance).to(source.dtype)
+    return _dense_motion_input_op(source, kp_source, kp_driving, jac_source, jac_driving, align_corners,
                                   variance, chosen)
 
 
@@ -422,7 +426,8 @@ def compose_flow(mask_logits: torch.Tensor, kp_source: torch.Tensor, kp_driving:
     _check_size(mask_logits.shape[2:], "mask_logits' (H, W)")
     chosen = _resolve(backend, {"mask_logits": mask_logits, "kp_source": kp_source, "kp_driving": kp_driving,
                                 "jac_source": jac_source, "jac_driving": jac_driving}, "compose_flow")
+    out_dtype = torch.promote_types(mask_logits.dtype, kp_source.dtype)
     if chosen == "torch":
-        return reference.compose_flow(mask_logits, kp_source, kp_driving, jac_source, jac_driving)
+        return reference.compose_flow(mask_logits, kp_source, kp_driving, jac_source, jac_driving).to(out_dtype)
     flow, _ = _compose_flow_op(mask_logits, kp_source, kp_driving, jac_source, jac_driving, chosen)
-    return flow.to(torch.promote_types(mask_logits.dtype, kp_source.dtype))
+    return flow.to(out_dtype)

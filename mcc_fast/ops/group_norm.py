@@ -97,6 +97,7 @@ def group_norm_swish(x: torch.Tensor, num_groups: int, weight: torch.Tensor | No
         raise TypeError(f"group_norm_swish: the triton backend takes 3-D or 4-D float32/float16/bfloat16 x, "
                         f"got {x.dim()}-D {x.dtype}")
     channels = x.shape[1]
-    weight = x.new_ones(channels, dtype=torch.float32) if weight is None else weight
-    bias = x.new_zeros(channels, dtype=torch.float32) if bias is None else bias
+    # the kernel reads weight[c] and bias[c] at unit stride
+    weight = x.new_ones(channels, dtype=torch.float32) if weight is None else weight.contiguous()
+    bias = x.new_zeros(channels, dtype=torch.float32) if bias is None else bias.contiguous()
     return _group_norm_swish_op(x, weight, bias, num_groups, float(eps), bool(swish))

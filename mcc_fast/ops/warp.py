@@ -6,8 +6,10 @@
 
 Kernels take float32/float16/bfloat16 features with any strides (contiguous or channels-last;
 outputs follow channels-last inputs) and compute in float32; grids, flows and occlusions are
-used in float32. float64 runs on the torch backend (the reference). NaN/inf grid coordinates
-behave as in ATen's CUDA grid sampler (outside the image: zero with zeros padding).
+used in float32. float64 runs on the torch backend (the reference; its outputs take the same
+layout). NaN/inf grid coordinates behave as in ATen's CUDA grid sampler on every device
+(outside the image: zero with zeros padding); the torch backend is F.grid_sample itself, so on
+CPU tensors it gives what ATen's CPU sampler gives (NaN outputs for NaN coordinates).
 The input gradient is accumulated with fp32 atomics unless `deterministic` (or
 `torch.use_deterministic_algorithms(True)`), which sorts the contributions and sums them in a
 fixed order: bitwise reproducible.
@@ -206,6 +208,13 @@ def _choose(backend: str | None, op: str, x: torch.Tensor, *coords: Optional[tor
     return chosen
 
 
+def _keep_layout(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The torch backend's output in the kernels' layout: channels-last when x is."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return out.contiguous(memory_format=torch.channels_last)
+    return out
+
+
 def _check_flag(value, name: str) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
@@ -244,11 +253,11 @@ def grid_sample(x: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", pad
         raise ValueError(f"padding_mode must be one of {tuple(PADDINGS)}, got {padding_mode!r}")
     _check_flag(align_corners, "align_corners")
     _check_spatial(x, "x")
+    det = deterministic_requested(deterministic)
     chosen = _choose(backend, "grid_sample", x, grid)
     if chosen == "torch":
-        return reference.grid_sample(x, grid, mode, padding_mode, align_corners)
-    return _grid_sample_op(x, _f32(grid), MODES[mode], PADDINGS[padding_mode], align_corners, chosen,
-                           deterministic_requested(deterministic))
+        return _keep_layout(reference.grid_sample(x, grid, mode, padding_mode, align_corners), x)
+    return _grid_sample_op(x, _f32(grid), MODES[mode], PADDINGS[padding_mode], align_corners, chosen, det)
 
 
 def warp(x: torch.Tensor, flow: torch.Tensor, occlusion: torch.Tensor | None = None, align_corners: bool = True,
@@ -272,10 +281,11 @@ def warp(x: torch.Tensor, flow: torch.Tensor, occlusion: torch.Tensor | None = N
     _check_flag(align_corners, "align_corners")
     _check_spatial(x, "x")
     _check_spatial(flow.movedim(-1, 1), "flow")
+    det = deterministic_requested(deterministic)
     chosen = _choose(backend, "warp", x, flow, occlusion)
     if chosen == "torch":
-        return reference.warp(x, flow, occlusion, align_corners)
-    return _warp_op(x, _f32(flow), _f32(occlusion), align_corners, chosen, deterministic_requested(deterministic))
+        return _keep_layout(reference.warp(x, flow, occlusion, align_corners), x)
+    return _warp_op(x, _f32(flow), _f32(occlusion), align_corners, chosen, det)
 
 
 def warp_many(x: torch.Tensor, flows: torch.Tensor, align_corners: bool = False, *, backend: str | None = None,
@@ -290,7 +300,8 @@ def warp_many(x: torch.Tensor, flows: torch.Tensor, align_corners: bool = False,
     check_same_device(x=x, flows=flows)
     _check_flag(align_corners, "align_corners")
     _check_spatial(x, "x")
+    det = deterministic_requested(deterministic)
     chosen = _choose(backend, "warp_many", x, flows)
     if chosen == "torch":
         return reference.warp_many(x, flows, align_corners)
-    return _warp_many_op(x, _f32(flows), align_corners, chosen, deterministic_requested(deterministic))
+    return _warp_many_op(x, _f32(flows), align_corners, chosen, det)
