@@ -638,3 +638,16 @@ def test_integer_like_arguments_and_strict_flags():
         quantize_multiscale([z], cb, 3)
     with pytest.raises(TypeError, match="zs must be a list or tuple"):
         quantize_multiscale(z, cb, [3] * 9)  # a tensor is not a list of inputs
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_overflowing_norm_with_finite_products_is_documented(backend):
+    """|z|^2 overflows float32 but |z||e| does not: the kernels still find the nearest code
+    (distance +inf); the torch reference's expanded formula gives -1 / NaN (module docstring)."""
+    z = torch.full((1, 4), 1e30, device=DEV)
+    cb = _rand(5, 4, seed=92)
+    idx, dist = nearest_code(z, cb, backend=backend)
+    want = int((cb.double() @ torch.ones(4, dtype=torch.float64, device=DEV)).argmax())  # max z.e wins
+    assert idx.tolist() == [want] and dist.tolist() == [float("inf")]
+    ref_idx, ref_dist = nearest_code(z, cb, backend="torch")
+    assert ref_idx.tolist() == [-1] and bool(torch.isnan(ref_dist).all())

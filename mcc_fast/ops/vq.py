@@ -39,7 +39,11 @@ Non-finite input
 - Codebook rows containing NaN or +-Inf are never chosen; if no searched row is finite
   every index is -1.
 - The search is valid while |z| |e| stays below about 1e37 (float32 range); a row whose
-  distances to every code overflow float32 gets index -1 and distance NaN as well.
+  distances to every code overflow float32 gets index -1 and distance NaN as well. Between
+  the two limits (|z|^2 or |e|^2 past float32's 3.4e38, |z| |e| not) the backends differ:
+  the torch reference's expanded |z|^2 + |e|^2 - 2 z.e overflows, so it returns -1 / NaN,
+  while the kernels, ranking by |e|^2 - 2 z.e, still return the nearest code, with a
+  distance of +inf (and an infinite loss in `quantize`).
 
 Determinism
 -----------
