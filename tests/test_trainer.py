@@ -1,8 +1,10 @@
 """The trainer (mcc_fast.training): CPU, synthetic data, a tiny model.
 
-Covers: the loss goes down; exact resume (bitwise on CPU); 2-rank gloo DDP == 1 process
-accumulating the same micro-batches; interrupted and truncated checkpoints; a corrupt video
-skipped and counted; each loss term's wiring against hand-computed values; GAN start; CLI.
+Covers: the loss goes down; exact resume (bitwise on CPU); changed optimiser settings apply
+on resume; 2-rank gloo DDP == 1 process accumulating the same micro-batches; interrupted and
+truncated checkpoints, a failed re-save swap; a corrupt video skipped and counted; each loss
+term's wiring against hand-computed values; GAN start; CLI (paths set without YAML parsing).
+Run-folder rules (refusing a fresh run, abandoned branches, pruning): test_training_run_folder.py.
 """
 from __future__ import annotations
 
@@ -106,6 +108,26 @@ def test_resume_continues_exactly(data_root, tmp_path):
     assert state_a["data"] == state_b["data"]
     assert torch.equal(state_a["optimizers"]["discriminator"]["state"][0]["exp_avg"],
                        state_b["optimizers"]["discriminator"]["state"][0]["exp_avg"])
+
+
+def test_resume_applies_changed_optimizer_settings(data_root, tmp_path):
+    settings = ("train.total_iter=3", "optim.lr=1e-4", "optim.milestones=[1000]")
+    train(tiny_config(data_root, *settings), tmp_path / "run", stop_at=2)
+    changed = ("optim.lr=1e-6", "optim.betas=[0.5, 0.9]", "optim.weight_decay=0.01",
+               "optim.milestones=[1, 3]", "optim.gamma=0.1")
+    trainer = Trainer(tiny_config(data_root, *settings, *changed), tmp_path / "run", resume="latest")
+    try:
+        assert trainer.step == 2
+        for name, opt in trainer.optimizers.items():
+            group = opt.param_groups[0]
+            assert group["lr"] == pytest.approx(1e-7, rel=1e-12), name  # 1e-6 past the milestone 1
+            assert tuple(group["betas"]) == (0.5, 0.9) and group["weight_decay"] == 0.01, name
+        trainer.train_step(trainer.stream.next_step())  # step 3: the new milestone 3
+        assert trainer.optimizers["generator"].param_groups[0]["lr"] == pytest.approx(1e-8, rel=1e-12)
+    finally:
+        trainer.close()
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "optim.lr 0.0001 -> 1e-06" in log and "optim.betas" in log and "optim.gamma" in log
 
 
 # ---- distributed --------------------------------------------------------------------------------
@@ -219,6 +241,40 @@ def test_interrupted_checkpoint_write_leaves_the_previous_one(data_root, tmp_pat
     assert load_checkpoint(previous).step == 2
     resumed = train(tiny_config(data_root, "train.total_iter=3"), tmp_path / "run", resume="latest")
     assert resumed.step == 3 and len(resumed.history) == 1
+
+
+def test_failed_resave_swap_restores_the_old_checkpoint(data_root, tmp_path, monkeypatch):
+    root = tmp_path / "run" / "checkpoints"
+    trainer = Trainer(tiny_config(data_root, "train.total_iter=1"), tmp_path / "run")
+    try:
+        trainer.train()
+        saved = weights_of(root / "step_00000001")
+        real_rename, calls = os.rename, []
+
+        def failing_rename(src, dst, *args, **kwargs):
+            if Path(src).parent == root:  # the checkpoint folder swaps only
+                calls.append(src)
+                if len(calls) == 2:
+                    raise OSError("rename failed (simulated)")
+            return real_rename(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(os, "rename", failing_rename)
+        monkeypatch.setattr(os, "replace", failing_rename)
+        with pytest.raises(OSError, match="simulated"):
+            trainer.save()  # re-saving step 1
+        monkeypatch.undo()
+        assert sorted(os.listdir(root)) == ["step_00000001"]
+        assert latest_checkpoint(root) == root / "step_00000001"
+        # A save killed between the two renames leaves only the backup: the next save restores it.
+        os.rename(root / "step_00000001", root / ".tmp-step_old-00000001-99999")
+        trainer.step = 2
+        trainer.save()
+    finally:
+        trainer.close()
+    assert sorted(os.listdir(root)) == ["step_00000001", "step_00000002"]
+    assert load_checkpoint(root / "step_00000001").step == 1
+    restored = weights_of(root / "step_00000001")
+    assert all(torch.equal(saved[k], restored[k]) for k in saved)
 
 
 def test_truncated_or_foreign_checkpoint_files_are_named(data_root, tmp_path):
@@ -417,6 +473,10 @@ def test_cli_trains_resumes_and_reports_errors(data_root, tmp_path, capsys):
     assert main(common) == 0
     assert (out / "checkpoints" / "step_00000002" / "model.safetensors").is_file()
     assert "validation step 2" in (out / "train.log").read_text()
+    capsys.readouterr()
+    assert main(common) == 2  # a second fresh run into the same folder
+    err = capsys.readouterr().err
+    assert str(out) in err and "--resume" in err and "--overwrite" in err
     assert main(common[:-4] + ["--set", "train.total_iter=3", "--set", "data.repeats=2", "--resume"]) == 0
     assert "resumed from" in (out / "train.log").read_text()
     assert latest_checkpoint(out / "checkpoints").name == "step_00000003"
@@ -433,6 +493,26 @@ def test_cli_trains_resumes_and_reports_errors(data_root, tmp_path, capsys):
         load_config("smoke", ["train.precision=fp8"])
     with pytest.raises(ConfigError, match="train.fused_ops"):
         load_config("smoke", ["train.fused_ops=sometimes"])
+
+
+def test_cli_paths_are_not_read_as_yaml(data_root, tmp_path):
+    import argparse
+
+    from mcc_fast.commands.train import add_arguments, build_config
+
+    data = tmp_path / "my #2: data"
+    data.mkdir()
+    (data / "train").symlink_to(data_root / "train")
+    vgg = tmp_path / "vgg #19: weights.pth"
+    vgg.write_bytes(b"")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = build_config(parser.parse_args(["--config", "smoke", "--data", str(data), "--vgg-weights", str(vgg)]))
+    assert config.data.root == str(data.resolve())
+    assert config.loss.vgg_weights == str(vgg.resolve()) and config.loss.random_vgg is False
+    config = build_config(parser.parse_args(["--config", "smoke", "--data", str(data), "--random-vgg",
+                                             "--set", "data.root=/elsewhere"]))
+    assert config.data.root == "/elsewhere" and config.loss.vgg_weights is None and config.loss.random_vgg
 
 
 def test_training_benchmark_compares_runs(capsys):

@@ -12,8 +12,10 @@ One checkpoint is a folder ``<root>/step_XXXXXXXX/`` holding
 
 The folder is written under a temporary name (every file fsynced), then renamed into place,
 so an interrupted write leaves the previous checkpoints untouched; unfinished temporary
-folders are ignored and removed by the next save. Loading checks the format tags, sizes and
-hashes, and a truncated or foreign file is a `CheckpointError` naming that file.
+folders are ignored and removed by the next save. Re-saving an existing step first renames
+the old folder to a backup name; a failed swap puts it back, and the next save restores a
+backup whose step folder is missing instead of deleting it. Loading checks the format tags,
+sizes and hashes, and a truncated or foreign file is a `CheckpointError` naming that file.
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ __all__ = [
     "list_checkpoints",
     "latest_checkpoint",
     "prune_checkpoints",
+    "checkpoint_step",
     "load_init_weights",
     "checkpoint_dir_name",
 ]
@@ -66,11 +69,18 @@ GENERATOR_NAME = "generator.safetensors"
 DISCRIMINATOR_NAME = "discriminator.safetensors"
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
 _TMP_PREFIX = ".tmp-step_"
+_OLD_DIR = re.compile(r"^\.tmp-step_old-(\d{8,})-\d+$")
 
 
 def checkpoint_dir_name(step: int) -> str:
     """Folder name of the checkpoint after `step` iterations."""
     return f"step_{step:08d}"
+
+
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """The step of a checkpoint folder named ``step_XXXXXXXX`` (None for any other name)."""
+    m = _STEP_DIR.match(Path(path).name)
+    return int(m.group(1)) if m else None
 
 
 @dataclass
@@ -178,8 +188,7 @@ def save_checkpoint(root: str | os.PathLike, step: int, *, config: ModelConfig, 
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(_TMP_PREFIX + "*"):  # leftovers of an interrupted save
-        shutil.rmtree(stale, ignore_errors=True)
+    _clean_temporary(root)
     final = root / checkpoint_dir_name(step)
     tmp = root / f"{_TMP_PREFIX}{step:08d}-{os.getpid()}"
     tmp.mkdir()
@@ -202,10 +211,7 @@ def save_checkpoint(root: str | os.PathLike, step: int, *, config: ModelConfig, 
         _write_file(tmp / STATE_NAME, buffer.getvalue())
         _fsync_dir(tmp)
         if final.exists():  # re-saving a step (e.g. after a resume): swap atomically-ish
-            old = root / f"{_TMP_PREFIX}old-{step:08d}-{os.getpid()}"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
+            _swap_in(tmp, final, root / f"{_TMP_PREFIX}old-{step:08d}-{os.getpid()}")
         else:
             os.rename(tmp, final)
         _fsync_dir(root)
@@ -213,6 +219,30 @@ def save_checkpoint(root: str | os.PathLike, step: int, *, config: ModelConfig, 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _swap_in(tmp: Path, final: Path, old: Path) -> None:
+    """Replace the folder `final` by `tmp`, keeping `final` as `old` until the swap is done;
+    when the second rename fails, `old` is put back as `final` and the error re-raised."""
+    os.rename(final, old)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        os.rename(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _clean_temporary(root: Path) -> None:
+    """Remove the temporary folders of interrupted saves under `root`, except a re-save's
+    backup of a step whose folder is missing (its only copy): that one is renamed back."""
+    for stale in sorted(root.glob(_TMP_PREFIX + "*")):
+        m = _OLD_DIR.match(stale.name)
+        final = root / checkpoint_dir_name(int(m.group(1))) if m else None
+        if final is not None and not final.exists() and (stale / STATE_NAME).is_file():
+            os.rename(stale, final)
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def list_checkpoints(root: str | os.PathLike) -> list[Path]:
@@ -236,9 +266,16 @@ def latest_checkpoint(root: str | os.PathLike) -> Path | None:
     return None
 
 
-def prune_checkpoints(root: str | os.PathLike, keep_last: int) -> list[Path]:
-    """Delete all but the newest `keep_last` checkpoints; returns the deleted folders."""
+def prune_checkpoints(root: str | os.PathLike, keep_last: int, newest_step: int | None = None) -> list[Path]:
+    """Delete all but the newest `keep_last` checkpoints; returns the deleted folders.
+
+    newest_step: the step just written. Its checkpoint is always kept (it counts towards
+    `keep_last`), and checkpoints of later steps (another run's) are never deleted nor counted.
+    """
     folders = list_checkpoints(root)
+    if newest_step is not None:
+        folders = [p for p in folders if checkpoint_step(p) < newest_step]
+        keep_last -= 1  # the checkpoint of newest_step itself
     doomed = folders[:-keep_last] if keep_last > 0 else folders
     for p in doomed:
         shutil.rmtree(p, ignore_errors=True)

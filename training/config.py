@@ -449,32 +449,47 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
-def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
-    """Apply ``key.sub=value`` overrides to nested dict `data` (a copy is returned).
+def _override(item: str | tuple[str, Any]) -> tuple[list[str], Any, str]:
+    """(key path, value, how to name it in errors) of a "key=value" text (value read as
+    YAML) or of a ("key", value) pair (value used as it is: no YAML, e.g. a path)."""
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+        path = item[0].strip().split(".")
+        if not all(path):
+            raise ConfigError(f"config key {item[0]!r}: it has an empty part")
+        return path, item[1], f"config key {item[0]!r}"
+    path, value = parse_override(item)
+    return path, value, f"--set {item!r}"
 
-    The key must name a known field (checked when the result is validated); missing
-    intermediate sections are created.
+
+def apply_overrides(data: dict, overrides: Sequence[str | tuple[str, Any]]) -> dict:
+    """Apply ``key.sub=value`` overrides to nested dict `data` (a copy is returned), in order.
+
+    An override is a "key.sub=value" text (the value read as YAML) or a ("key.sub", value)
+    pair (the value set as it is). The key must name a known field (checked when the result
+    is validated); missing intermediate sections are created.
     """
     import copy
 
     data = copy.deepcopy(dict(data))
-    for text in overrides:
-        path, value = parse_override(text)
+    for item in overrides:
+        path, value, text = _override(item)
         node = data
         for i, part in enumerate(path[:-1]):
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {text!r}: {'.'.join(path[:i + 1])} is not a section")
+                raise ConfigError(f"{text}: {'.'.join(path[:i + 1])} is not a section")
             node = child
         node[path[-1]] = value
     return data
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+def load_config(path: str | os.PathLike | None = None,
+                overrides: Sequence[str | tuple[str, Any]] = ()) -> TrainConfig:
     """Read a YAML config (a path, or a name of a shipped config: 'official', 'smoke', 'demo'),
-    apply `overrides` ("key=value" strings) and validate. None: the official defaults."""
+    apply `overrides` ("key=value" strings, or ("key", value) pairs set without YAML parsing)
+    and validate. None: the official defaults."""
     data: dict = {}
     if path is not None:
         file = Path(path)

@@ -17,6 +17,13 @@ all ranks), so a resumed run, or a run with a different split of the same micro-
 over ranks, draws the same transforms; data items are keyed on (seed, epoch, index) by the
 dataset. Mixed precision: bf16 autocast, or fp16 autocast with gradient scalers; flows and
 VQ distances stay fp32.
+
+Run folder: a fresh run (no resume) refuses a folder whose ``checkpoints/`` already holds
+checkpoints unless `overwrite` (which deletes them first). A run resumed from step S of its
+own folder moves the checkpoints after S (an abandoned branch) into
+``checkpoints/abandoned-<time>/`` when it writes its first checkpoint. Resuming applies the
+config's optimiser settings (lr, betas, weight decay, schedule) over the checkpoint's,
+logging the ones that changed.
 """
 from __future__ import annotations
 
@@ -24,14 +31,18 @@ import contextlib
 import math
 import os
 import random
+import shutil
 import signal
+import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, get_worker_info
@@ -42,7 +53,9 @@ from .checkpointing import (
     CheckpointError,
     Checkpoint,
     TrainingWeights,
+    checkpoint_step,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     load_init_weights,
     prune_checkpoints,
@@ -118,6 +131,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def _scheduled_lr(lr: float, milestones, gamma: float, step: int) -> float:
+    """MultiStepLR's learning rate after `step` scheduler steps, multiplied in the order the
+    scheduler itself does (gamma ** count at each milestone passed)."""
+    for milestone, count in sorted(Counter(milestones).items()):
+        if milestone <= step:
+            lr = lr * gamma ** count
+    return lr
+
+
 def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
@@ -163,13 +185,14 @@ class Trainer:
     out_dir: run folder (config.yaml, train.log, tensorboard/, checkpoints/); None writes
     nothing (no checkpoints, no logs). resume: None, "latest" (the newest checkpoint in
     out_dir/checkpoints; a fresh start when there is none) or a checkpoint folder.
-    init_from: starting weights (see `checkpointing.load_init_weights`). context: the
-    distributed context (default: from torchrun's environment).
+    init_from: starting weights (see `checkpointing.load_init_weights`). overwrite: a run
+    not resumed from out_dir's own checkpoints deletes those (otherwise it is refused, a
+    ConfigError). context: the distributed context (default: from torchrun's environment).
     """
 
     def __init__(self, config: TrainConfig, out_dir: str | os.PathLike | None = None, *,
                  resume: str | os.PathLike | None = None, init_from: str | os.PathLike | None = None,
-                 context: DistributedContext | None = None) -> None:
+                 overwrite: bool = False, context: DistributedContext | None = None) -> None:
         self.config = config.check()
         if config.data.root is None:
             raise ConfigError("no training data: pass --data ROOT (a folder with train/ and test/) or set data.root")
@@ -182,15 +205,21 @@ class Trainer:
             self.out_dir, enabled=self.ctx.is_main, total_iter=config.train.total_iter,
             progress=config.log.progress, tensorboard=config.log.tensorboard)
         self._last_visuals: tuple[torch.Tensor, ...] = ()
-        self._build_networks(init_from)
-        self._build_optimisers()
-        self.step = 0
-        self._position = {"epoch": 0, "step_in_epoch": 0}
-        checkpoint = self._find_resume(resume)
-        if checkpoint is not None:
-            self._restore(checkpoint)
-        self._build_data()
-        self._wrap_distributed()
+        self._abandoned: list[Path] = []  # later checkpoints of this folder, moved aside at the first save
+        try:
+            resume_path = self._resume_path(resume)
+            self._check_run_folder(resume_path, overwrite)
+            self._build_networks(init_from)
+            self._build_optimisers()
+            self.step = 0
+            self._position = {"epoch": 0, "step_in_epoch": 0}
+            if resume_path is not None:
+                self._restore(load_checkpoint(resume_path))
+            self._build_data()
+            self._wrap_distributed()
+        except BaseException:
+            self.close()  # the log file and progress bar of a refused run
+            raise
 
     # ---- construction --------------------------------------------------------------------------
 
@@ -312,7 +341,8 @@ class Trainer:
 
     # ---- resume --------------------------------------------------------------------------------
 
-    def _find_resume(self, resume) -> Checkpoint | None:
+    def _resume_path(self, resume) -> Path | None:
+        """The checkpoint folder to resume from (None: a fresh start)."""
         if resume is None:
             return None
         if str(resume) == "latest":
@@ -321,10 +351,50 @@ class Trainer:
             path = latest_checkpoint(self.out_dir / "checkpoints")
             if path is None:
                 self.monitor.info(f"resume: no checkpoint in {self.out_dir / 'checkpoints'}; starting at step 0")
-                return None
-        else:
-            path = Path(resume)
-        return load_checkpoint(path)
+            return path
+        return Path(resume)
+
+    def _check_run_folder(self, resume_path: Path | None, overwrite: bool) -> None:
+        """Refuse (or with `overwrite`, clear) a run folder holding another run's checkpoints;
+        note this folder's checkpoints after the resumed step (moved aside at the first save)."""
+        if self.out_dir is None:
+            return
+        root = self.out_dir / "checkpoints"
+        existing = list_checkpoints(root)
+        if resume_path is not None and resume_path.resolve().parent == root.resolve():
+            if overwrite:
+                raise ConfigError(f"--overwrite would delete the checkpoints of {root}, which --resume "
+                                  f"continues from ({resume_path.name}); pass only one of them")
+            resumed = checkpoint_step(resume_path)
+            if resumed is not None:
+                self._abandoned = [p for p in existing if checkpoint_step(p) > resumed]
+            return
+        if not existing:
+            return
+        if not overwrite:
+            names = ", ".join(p.name for p in existing[-3:])
+            raise ConfigError(
+                f"run folder {self.out_dir} already holds checkpoints of an earlier run in {root} ({names}): "
+                f"pass --resume to continue it, --overwrite to delete them and start afresh, "
+                f"or choose another --out")
+        if self.ctx.is_main:  # the other ranks read no checkpoint of a fresh run
+            for p in existing:
+                shutil.rmtree(p)
+            self.monitor.info(f"--overwrite: deleted {len(existing)} earlier checkpoint(s) from {root}")
+
+    def _move_abandoned(self) -> None:
+        """Move the checkpoints after the resumed step (an abandoned branch) into an
+        ``abandoned-<time>`` subfolder of checkpoints/ (main rank, before its first save)."""
+        moving = [p for p in self._abandoned if p.is_dir()]
+        self._abandoned = []
+        if not moving:
+            return
+        aside = moving[0].parent / f"abandoned-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        aside.mkdir()
+        for p in moving:
+            os.rename(p, aside / p.name)
+        self.monitor.info(f"moved {len(moving)} checkpoint(s) after the resumed step "
+                          f"({', '.join(p.name for p in moving)}) of an abandoned branch to {aside}")
 
     def _restore(self, ckpt: Checkpoint) -> None:
         if ckpt.config != self.model_config:
@@ -336,6 +406,7 @@ class Trainer:
             opt.load_state_dict(state["optimizers"][name])
         for name, sched in self.schedulers.items():
             sched.load_state_dict(state["schedulers"][name])
+        self._apply_optim_settings(state.get("config"), ckpt.path)
         for name, scaler in self.scalers.items():
             if state["scalers"].get(name):
                 scaler.load_state_dict(state["scalers"][name])
@@ -345,6 +416,41 @@ class Trainer:
         if len(rng) == self.ctx.world_size:
             _set_rng_state(rng[self.ctx.rank])
         self.monitor.info(f"resumed from {ckpt.path} at step {self.step}")
+
+    def _apply_optim_settings(self, saved_yaml: str | None, source: Path) -> None:
+        """After loading the optimiser and scheduler states: the config's lr, betas, weight
+        decay, milestones and gamma replace the checkpoint's; the lr is recomputed (as a fresh
+        run with this schedule would have it at this step) only when lr, milestones or gamma
+        changed, so an unchanged config resumes bitwise exactly. Logs what changed."""
+        o = self.config.optim
+        current = self.config.to_dict()["optim"]
+        try:
+            saved = (yaml.safe_load(saved_yaml) or {}).get("optim") if saved_yaml else None
+        except (yaml.YAMLError, AttributeError):
+            saved = None
+        if not isinstance(saved, dict):
+            changed = set(current)
+            self.monitor.info(f"resume: {source} has no readable saved config; applying the config's optim settings")
+        else:
+            changed = {k for k in current if saved.get(k) != current[k]}
+            if changed:
+                self.monitor.info("resume: optim settings changed versus the checkpoint's config: " + "; ".join(
+                    f"optim.{k} {saved.get(k)!r} -> {current[k]!r}" for k in sorted(changed)))
+        reschedule = bool(changed & {"lr", "milestones", "gamma"})
+        for name, opt in self.optimizers.items():
+            sched = self.schedulers[name]
+            if reschedule:
+                sched.base_lrs = [o.lr] * len(opt.param_groups)
+                sched.milestones = Counter(o.milestones)
+                sched.gamma = o.gamma
+            for group in opt.param_groups:
+                group["betas"] = tuple(o.betas)
+                group["weight_decay"] = o.weight_decay
+                if reschedule:
+                    group["initial_lr"] = o.lr
+                    group["lr"] = _scheduled_lr(o.lr, o.milestones, o.gamma, sched.last_epoch)
+            if reschedule:
+                sched._last_lr = [group["lr"] for group in opt.param_groups]
 
     # ---- checkpoints ---------------------------------------------------------------------------
 
@@ -365,12 +471,13 @@ class Trainer:
             "worker_seeding": "worker RNGs = f(seed, rank, worker id); data items keyed on (seed, epoch, index)",
         }
         root = self.out_dir / "checkpoints"
+        self._move_abandoned()
         path = save_checkpoint(
             root, self.step, config=self.model_config, generator=self.model.generator,
             generator_ema=self.ema.average, motion_estimator=self.model.motion_estimator,
             discriminator=self.discriminator, state=state,
             discriminator_config=vars(self.discriminator.config))
-        prune_checkpoints(root, self.config.checkpoint.keep_last)
+        prune_checkpoints(root, self.config.checkpoint.keep_last, newest_step=self.step)
         self.monitor.info(f"checkpoint {path}")
         self.ctx.barrier()
         return path
@@ -562,12 +669,13 @@ class Trainer:
 
 
 def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume=None, init_from=None,
-          stop_at: int | None = None) -> TrainResult:
+          stop_at: int | None = None, overwrite: bool = False) -> TrainResult:
     """Build a `Trainer` from the environment (torchrun or one process), train, clean up."""
     context = DistributedContext.from_environment(config.check().train.device)
     trainer = None
     try:
-        trainer = Trainer(config, out_dir, resume=resume, init_from=init_from, context=context)
+        trainer = Trainer(config, out_dir, resume=resume, init_from=init_from, overwrite=overwrite,
+                          context=context)
         return trainer.train(stop_at=stop_at)
     finally:
         if trainer is not None:

@@ -1,7 +1,10 @@
 """`mcc-fast train`: train MCC on a folder of videos (also `torchrun -m mcc_fast.training ...`).
 
-    mcc-fast train --config official --data DATA [--out DIR] [--resume [CKPT]] [--init-from PATH]
-                   [--set key=value ...] [--vgg-weights PATH | --random-vgg]
+    mcc-fast train --config official --data DATA [--out DIR] [--resume [CKPT]] [--overwrite]
+                   [--init-from PATH] [--set key=value ...] [--vgg-weights PATH | --random-vgg]
+
+A fresh run into a run folder that already holds checkpoints is refused: continue it with
+--resume, or start afresh with --overwrite (deletes those checkpoints first).
 
 Several GPUs or nodes: ``torchrun --nproc-per-node 4 -m mcc_fast.training --config ... --data ...``.
 """
@@ -22,7 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
     parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
                         help="continue exactly from the newest checkpoint in --out (or from CHECKPOINT, a "
-                             "checkpoint folder); starts fresh when --out holds none")
+                             "checkpoint folder); starts fresh when --out holds none. Resuming from an older "
+                             "checkpoint of --out moves its later ones to checkpoints/abandoned-<time>/ at "
+                             "the first save; changed optim.* settings apply (and are logged)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh (or from --resume CHECKPOINT of another folder) in an --out that "
+                             "already holds checkpoints: DELETE those checkpoints first (without it such a "
+                             "run is refused)")
     parser.add_argument("--init-from", default=None, metavar="PATH",
                         help="starting weights (fine-tuning): one of our checkpoints or model files, or the "
                              "authors' folder / 'net_g.pth,net_motion_estimator.pth' pair")
@@ -38,21 +47,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace):
-    """The TrainConfig of the parsed arguments (config file + --data + VGG flags + --set)."""
+    """The TrainConfig of the parsed arguments (config file + --data + VGG flags + --set).
+
+    The paths of --data and --vgg-weights are set as they are (never read as YAML, so
+    '#' or ': ' in a path stay part of it); a later --set of the same key wins.
+    """
     from mcc_fast.training.config import load_config
 
-    overrides = []
+    overrides: list = []
     if args.data is not None:
         if not Path(args.data).is_dir():
             raise FileNotFoundError(f"--data {args.data!r}: no such folder (expected train/ and test/ inside)")
-        overrides.append(f"data.root={Path(args.data).resolve()}")
+        overrides.append(("data.root", str(Path(args.data).resolve())))
     if args.vgg_weights is not None:
         if not Path(args.vgg_weights).is_file():
             raise FileNotFoundError(f"--vgg-weights {args.vgg_weights!r}: no such file (a local torchvision "
                                     "VGG19 state dict; nothing is downloaded)")
-        overrides += [f"loss.vgg_weights={Path(args.vgg_weights).resolve()}", "loss.random_vgg=false"]
+        overrides += [("loss.vgg_weights", str(Path(args.vgg_weights).resolve())), ("loss.random_vgg", False)]
     if args.random_vgg:
-        overrides += ["loss.random_vgg=true", "loss.vgg_weights=null"]
+        overrides += [("loss.random_vgg", True), ("loss.vgg_weights", None)]
     return load_config(args.config, overrides + list(args.overrides))
 
 
@@ -62,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     out = Path(args.out) if args.out else Path("runs") / config.name
-    result = train(config, out, resume=args.resume, init_from=args.init_from, stop_at=args.stop_at)
+    result = train(config, out, resume=args.resume, init_from=args.init_from, stop_at=args.stop_at,
+                   overwrite=getattr(args, "overwrite", False))
     if os.environ.get("RANK", "0") != "0":
         return 0
     where = f"; last checkpoint {result.checkpoint}" if result.checkpoint else ""
