@@ -171,7 +171,7 @@ def test_copied_and_pickled_models_get_their_own_fast_path(small_model):
 def test_weight_updates_are_followed():
     model = _small_model(seed=3)
     fast = FastModel(model)
-    source, driving = _images(1, seed=9), _images(2, seed=10)
+    source, driving = _images(1, seed=9).expand(2, -1, -1, -1), _images(2, seed=10)
     before = fast(source, driving)
     with torch.no_grad():  # in-place updates: an optimizer step, a codebook change, BN statistics
         model.generator.decoder.conv_out.weight.mul_(1.5)
@@ -186,6 +186,50 @@ def test_weight_updates_are_followed():
     model.load_state_dict(state, assign=True)
     fast.refresh()
     assert (fast(source, driving) - _reference_frames(model, source, driving)).abs().max() <= 1e-4
+
+
+def test_model_fast_follows_replaced_parameters():
+    """load_state_dict(assign=True) and a new nn.Parameter are seen without an explicit refresh."""
+    model = _small_model(seed=4)
+    source, driving = _images(1, seed=18), _images(1, seed=19)
+    fast = model.fast()
+    fast(source, driving)
+    state = {k: v.clone() * (1.05 if v.is_floating_point() else 1) for k, v in model.state_dict().items()}
+    model.load_state_dict(state, assign=True)
+    assert model.fast() is fast
+    assert (fast(source, driving) - _reference_frames(model, source, driving)).abs().max() <= 1e-4
+    conv = model.generator.decoder.conv_out
+    conv.weight = torch.nn.Parameter(conv.weight.detach() * 1.5)
+    assert (model.fast()(source, driving) - _reference_frames(model, source, driving)).abs().max() <= 1e-4
+
+
+def test_stale_and_foreign_caches_are_refused():
+    model = _small_model(seed=5)
+    fast = model.fast()
+    source, driving = _images(1, seed=20), _images(2, seed=21)
+    cache = fast.prepare_source(source)
+    assert fast.is_current(cache) and fast.is_current(cache.expanded(2))
+    with torch.no_grad():  # in place (an optimizer step) ...
+        model.generator.encoder.stem.weight.mul_(1.2)
+    assert not fast.is_current(cache)
+    kp = fast.keypoints(driving)
+    with pytest.raises(ValueError, match="stale.*prepare_source"):
+        fast.render_frame(cache, driving)
+    with pytest.raises(ValueError, match="stale.*prepare_source"):
+        fast.render_frame(cache, kp_driving=kp)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    cache = fast.prepare_source(source)
+    model.load_state_dict(state, assign=True)  # ... and replaced Parameters
+    with pytest.raises(ValueError, match="stale"):
+        fast.render_frame(cache, driving)
+    cache = fast.prepare_source(source)
+    assert (fast.render_frame(cache, driving) - _reference_frames(model, source, driving)).abs().max() <= 1e-4
+    # another model (other widths) or other fast-path options
+    other = mcc_fast.Model(ModelConfig.small(64, width=16)).eval()
+    with pytest.raises(ValueError, match="not made by this FastModel"):
+        fast.render_frame(other.fast().prepare_source(source), driving)
+    with pytest.raises(ValueError, match="not made by this FastModel"):
+        model.fast(channels_last=False).render_frame(cache, driving)
 
 
 # ---- all tokens masked ------------------------------------------------------------------------
@@ -287,8 +331,13 @@ def test_cuda_graph_replays_the_eager_fast_path(inputs):
     with torch.no_grad():  # weight updates reach the captured graph (derived tensors refreshed in place)
         model.generator.decoder.conv_out.weight.mul_(1.5)
     driving = _images(4, seed=30).cuda()
+    kp = fast.keypoints(driving)
+    with pytest.raises(ValueError, match="set_source"):  # its source was prepared with the old weights
+        graphed(driving) if inputs == "images" else graphed(kp_driving=kp)
+    cache = fast.prepare_source(source)
+    graphed.set_source(cache)
     expected = fast.render_frame(cache, driving)
-    got = graphed(driving) if inputs == "images" else graphed(kp_driving=fast.keypoints(driving))
+    got = graphed(driving) if inputs == "images" else graphed(kp_driving=kp)
     assert (got - expected).abs().max() <= 1e-3
     other = fast.prepare_source(_images(1, seed=31).cuda())
     graphed.set_source(other)

@@ -304,3 +304,19 @@ def test_fast_path_follows_the_model_flag(model, face, clip, reference_output, m
     frames = torch.stack(list(model.animate(face, clip, batch_size=3, output="tensor")))
     assert calls, "model.fast_path=True must route animate through the fast path"
     assert (frames - reference_output).abs().max() < 1e-3
+
+
+def test_fast_path_prepares_the_source_again_after_a_weight_update(model, face):
+    """animate holds the source image: a weight update between batches re-prepares its cache
+    (the fast path refuses stale caches) instead of failing or using the old weights."""
+    import copy
+
+    clip = np.random.default_rng(6).integers(0, 255, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    mine = copy.deepcopy(model)
+    frames = mine.animate(face, clip, relative=False, batch_size=1, output="tensor", fast=True)
+    next(frames)
+    with torch.no_grad():
+        mine.generator.encoder.stem.weight.mul_(1.3)
+    rest = torch.stack(list(frames))
+    expected = torch.stack(list(mine.animate(face, clip[1:], relative=False, batch_size=1, output="tensor", fast=True)))
+    assert torch.equal(rest, expected)

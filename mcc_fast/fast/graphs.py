@@ -17,7 +17,8 @@ by default: the static output is overwritten by the next replay). A batch smalle
 captured one is padded with its last frame and the output sliced. Weight updates are
 followed (FastModel's auto refresh rewrites the derived tensors in place, which the graph
 reads); a re-allocation (e.g. a dtype change) bumps the fast model's generation and the
-graph is captured again on the next call.
+graph is captured again on the next call. The bound source was computed with the old
+weights: after an update, calls raise until `set_source(fast.prepare_source(...))`.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def _clone_cache(cache: SourceCache) -> SourceCache:
         keypoints=Keypoints(kp.value.clone(), None if kp.jacobian is None else kp.jacobian.clone()),
         small_source=cache.small_source.clone(),
         features=tuple(f.clone(memory_format=torch.preserve_format) for f in cache.features),
-        generation=cache.generation,
+        generation=cache.generation, owner=cache.owner, weights_version=cache.weights_version,
     )
 
 
@@ -114,6 +115,7 @@ class GraphedRenderer:
             self.source.small_source.copy_(cache.small_source)
             for dst, src in zip(self.source.features, cache.features):
                 dst.copy_(src)
+        self.source.weights_version = cache.weights_version
 
     @staticmethod
     def _fill(static: torch.Tensor, values: torch.Tensor) -> None:
@@ -141,6 +143,9 @@ class GraphedRenderer:
         if not 1 <= n <= self.batch:
             raise ValueError(f"got {n} driving frames; this graph renders 1 to {self.batch} per call")
         fast._sync()
+        if self.source.weights_version != fast.weights_version:
+            raise ValueError("the model's weights changed since this graph's source was prepared: "
+                             "call graphed.set_source(fast.prepare_source(source)) first")
         if fast.generation != self.generation:
             self._capture()
         with torch.no_grad():

@@ -14,9 +14,16 @@ weights; see mcc_fast/fast/*.py. Inference only: everything runs under torch.no_
 eval semantics (BatchNorm running statistics) whatever `model.training` is.
 
 The fast path reads the model's parameters through derived tensors that follow weight
-updates: with `auto_refresh` (default) every call checks the parameters' versions and
-storage (a few hundred attribute reads) and recomputes the derived tensors in place when
-they changed; `refresh()` does it explicitly (needed after replacing Parameter objects).
+updates: with `auto_refresh` (default) every call checks the parameters' objects, versions
+and storage (a few hundred attribute reads) and recomputes the derived tensors when they
+changed (also after `load_state_dict(assign=True)` or assigning new Parameters); `refresh()`
+does it explicitly. A SourceCache prepared before a weight update is refused (ValueError:
+call prepare_source again), as is one made by another FastModel.
+
+Inputs: `fast(source, driving)` follows `model(source, driving)`'s rule (one batch size, the
+model's dtype; see mcc_fast.model.model.check_pair); `prepare_source`, `keypoints` and
+`render_frame` take any floating dtype (cast to the compute dtype) and a batch-1 cache
+serves any driving batch (video mode).
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ from typing import Any
 import torch
 
 from ..model.generator.outputs import check_image, read_dense_motion
-from ..model.model import Model
+from ..model.model import Model, check_pair
 from ..model.motion.keypoint_detector import Keypoints
 from .codec import FastEncoder
 from .renderer import FastFrame, FastRenderer
@@ -81,8 +88,19 @@ class FastModel:
 
     @property
     def generation(self) -> int:
-        """Bumped whenever a derived tensor had to be re-allocated (caches and graphs rebuild)."""
+        """Bumped whenever a derived tensor had to be re-allocated (CUDA graphs re-capture)."""
         return self.runtime.generation
+
+    @property
+    def weights_version(self) -> int:
+        """Bumped at every refresh (weights changed): SourceCaches of an older version are stale."""
+        return self.runtime.weights_version
+
+    def is_current(self, cache: SourceCache) -> bool:
+        """True when `cache` was made by this FastModel from the model's current weights."""
+        self._sync()
+        return (isinstance(cache, SourceCache) and cache.owner == self.runtime.id
+                and cache.weights_version == self.weights_version)
 
     def refresh(self) -> None:
         """Recompute every derived tensor from the model's current parameters."""
@@ -115,7 +133,7 @@ class FastModel:
         small = source if downsample is None else downsample(source.to(downsample.kernel.dtype))
         features = tuple(self.encoder(source))
         return SourceCache(keypoints=keypoints, small_source=small.float(), features=features,
-                           generation=self.generation)
+                           generation=self.generation, owner=self.runtime.id, weights_version=self.weights_version)
 
     # ---- per-frame work --------------------------------------------------------------------
 
@@ -131,7 +149,8 @@ class FastModel:
                      kp_driving: Keypoints | None = None, return_all: bool = False) -> torch.Tensor | FastFrame:
         """Frames for one batch of driving frames: (n, 3, S, S) in the model's dtype, contiguous.
 
-        cache: from `prepare_source` (batch 1, or batch n). Give either `driving` images
+        cache: from this FastModel's `prepare_source` with the current weights (batch 1, or
+        batch n; a stale or foreign cache is a ValueError). Give either `driving` images
         (n, 3, S, S) (absolute motion: their keypoints drive the source) or `kp_driving`
         (Keypoints of batch n, e.g. relative keypoints; float32 is used). `return_all`: a
         FastFrame with the per-scale flows, occlusions and token masks as well.
@@ -139,7 +158,6 @@ class FastModel:
         if (driving is None) == (kp_driving is None):
             raise ValueError("render_frame: give exactly one of driving (images) or kp_driving (Keypoints)")
         self._check_cache(cache)
-        self._sync()
         if driving is not None:
             self._check_images(driving, "driving")
             kp_driving = self.renderer.detector(driving)
@@ -156,7 +174,6 @@ class FastModel:
         """The generator part alone from a dense motion `dm` (a MotionEstimate or the official
         dict: 'deformation', 'occlusion_map', 'driving_kp_heatmap'), like Generator.render."""
         self._check_cache(cache)
-        self._sync()
         motion = read_dense_motion(dm, self.model.config.generator, cache.batch_size
                                    if cache.batch_size != 1 else _batch_of(dm))
         cache = cache.expanded(motion.deformation.shape[0])
@@ -169,7 +186,9 @@ class FastModel:
 
     @torch.no_grad()
     def __call__(self, source: torch.Tensor, driving: torch.Tensor) -> torch.Tensor:
-        """model(source, driving) through the fast path (pairs, absolute motion; no cache kept)."""
+        """model(source, driving) through the fast path (pairs, absolute motion; no cache kept):
+        same batch and the model's dtype, like the reference (check_pair)."""
+        check_pair(source, driving, next(self.model.parameters()).dtype)
         self._check_images(driving, "driving")
         return self.render_frame(self.prepare_source(source), driving)
 
@@ -203,8 +222,16 @@ class FastModel:
             raise ValueError(f"{name} is on {images.device} but the model is on {self.device}")
 
     def _check_cache(self, cache: SourceCache) -> None:
+        """Refresh the weights if needed, then refuse a cache that is foreign, stale or elsewhere."""
         if not isinstance(cache, SourceCache):
             raise TypeError(f"cache must be a SourceCache from prepare_source, got {type(cache).__name__}")
+        self._sync()
+        if cache.owner != self.runtime.id:
+            raise ValueError("cache was not made by this FastModel (another model, or other fast-path "
+                             "options): make it with this one's prepare_source(source)")
+        if cache.weights_version != self.weights_version:
+            raise ValueError("cache is stale: the model's weights changed since prepare_source; "
+                             "call prepare_source(source) again")
         if cache.device != self.device:
             raise ValueError(f"cache is on {cache.device} but the model is on {self.device}; prepare it again")
 

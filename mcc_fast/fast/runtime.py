@@ -15,13 +15,14 @@ A derived tensor that is just the parameter itself (no cast, no layout change) a
 it can never go stale, and a refresh re-points it at the model's current parameter.
 
 `Runtime.stale()` tells whether any reference parameter or buffer changed since the last
-refresh: its storage pointer or its in-place version counter (`optimizer.step()`,
-`load_state_dict`, `model.to(...)` all change one of them). Replacing Parameter objects
-(`load_state_dict(assign=True)`, assigning new nn.Parameters) is seen only by an explicit
-`refresh()`.
+refresh: the object in its module slot (`load_state_dict(assign=True)`, assigning a new
+nn.Parameter), its storage pointer or its in-place version counter (`optimizer.step()`,
+`load_state_dict`, `model.to(...)`). `weights_version` counts refreshes: values computed from
+the weights before (a SourceCache) are stale when it moved on.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -68,17 +69,24 @@ class _Entry:
     aliases_source: bool
 
 
+_runtime_ids = itertools.count(1)
+
+
 class Runtime:
     """Options + the registry of derived tensors of one fast model (see module docstring).
 
     reference: the reference nn.Module whose parameters and buffers the derived tensors come from.
+    id: unique per Runtime (tells which fast model made a SourceCache).
     """
 
     def __init__(self, reference: nn.Module, options: FastOptions) -> None:
         self.reference = reference
         self.options = options
+        self.id = next(_runtime_ids)
         self.generation = 0
+        self.weights_version = 0
         self._entries: list[_Entry] = []
+        self._slots: list[tuple[dict, str]] = []
         self._sources: list[torch.Tensor] = []
         self._fingerprint: tuple = ()
         self._collect_sources()
@@ -144,6 +152,7 @@ class Runtime:
                     entry.aliases_source = self._aliases_source(new)
                     replaced = True
         self._fingerprint = self._current_fingerprint()
+        self.weights_version += 1
         if replaced:
             self.generation += 1
         return replaced
@@ -162,12 +171,22 @@ class Runtime:
     # ---- internals -----------------------------------------------------------------------
 
     def _collect_sources(self) -> None:
-        self._sources = [t for t in list(self.reference.parameters()) + list(self.reference.buffers())]
+        # The module slots (a module's _parameters / _buffers dict and a name) are kept so that a
+        # replaced tensor object is seen, not only changes to the tensors of the last refresh.
+        self._slots = [(table, name) for module in self.reference.modules()
+                       for table in (module._parameters, module._buffers)
+                       for name, t in table.items() if t is not None]
+        self._sources = [table[name] for table, name in self._slots]
         self._source_storages = {t.untyped_storage().data_ptr() for t in self._sources}
         self._fingerprint = self._current_fingerprint()
 
     def _current_fingerprint(self) -> tuple:
-        return tuple((t.data_ptr(), t._version) for t in self._sources)
+        return tuple(_tensor_state(table.get(name)) for table, name in self._slots)
 
     def _aliases_source(self, value: torch.Tensor) -> bool:
         return value.untyped_storage().data_ptr() in self._source_storages
+
+
+def _tensor_state(t: torch.Tensor | None) -> tuple | None:
+    """What stale() compares per slot: the object, its storage and its in-place version."""
+    return None if t is None else (id(t), t.data_ptr(), t._version)

@@ -4,7 +4,8 @@
 motion network's sampling input) and the generator's per-scale encoder features. A cache of
 batch 1 serves driving batches of any size (expanded, never copied); a cache of batch B
 serves driving batches of B (one source per sample). A cache holds values computed with the
-weights of its time: after a weight update, prepare it again.
+weights of its time: after a weight update FastModel refuses it (prepare it again), and it
+serves only the FastModel that made it (features in that one's dtype and layout).
 """
 from __future__ import annotations
 
@@ -26,12 +27,16 @@ class SourceCache:
     features: per-scale encoder features, coarse first: (B, C_k, T 2**k, T 2**k) in the fast
         path's compute dtype and memory format.
     generation: the fast model's weight generation when built (see Runtime.generation).
+    owner: the id of the fast model's Runtime that built it (0: unknown).
+    weights_version: that Runtime's weights_version when built (stale once it moved on).
     """
 
     keypoints: Keypoints
     small_source: torch.Tensor
     features: tuple[torch.Tensor, ...]
     generation: int = 0
+    owner: int = 0
+    weights_version: int = 0
 
     @property
     def batch_size(self) -> int:
@@ -60,5 +65,5 @@ class SourceCache:
                                 None if kp.jacobian is None else kp.jacobian.expand(batch, -1, -1, -1)),
             small_source=self.small_source.expand(batch, -1, -1, -1),
             features=tuple(f.expand(batch, -1, -1, -1) for f in self.features),
-            generation=self.generation,
+            generation=self.generation, owner=self.owner, weights_version=self.weights_version,
         )

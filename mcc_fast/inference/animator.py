@@ -212,13 +212,16 @@ def _frames(model: "Model", state: _Source, batches: Iterator[torch.Tensor], kp_
             fast: bool = False) -> Iterator[np.ndarray | torch.Tensor]:
     """The per-batch loop of `animate` (no_grad and eval mode are entered per batch, never
     across a `yield`, so the caller's grad mode and the model's mode are left alone).
-    With `fast`, `state.features` is the fast path's SourceCache."""
+    With `fast`, `state.features` is the fast path's SourceCache (prepared again, with the
+    source keypoints, when the weights change between batches: see _refresh_source)."""
     me, generator = model.motion_estimator, model.generator
     detect = model.fast().keypoints if fast else me.keypoints
     scale: torch.Tensor | float | None = None
     for driving in batches:
         n = driving.shape[0]
         with torch.no_grad(), _eval_mode(model):
+            if fast:
+                _refresh_source(model.fast(), state)
             kp_driving = detect(driving)
             if relative:
                 if kp_reference is None:  # the first driving frame
@@ -240,3 +243,11 @@ def _frames(model: "Model", state: _Source, batches: Iterator[torch.Tensor], kp_
             result = to_uint8_frames(frames) if output == "numpy" else frames
         for i in range(n):
             yield result[i]
+
+
+def _refresh_source(fast_model: Any, state: _Source) -> None:
+    """Prepare `state`'s SourceCache (and source keypoints) again from the source image when it is
+    stale (the weights changed since; the fast path refuses stale caches)."""
+    if not fast_model.is_current(state.features):
+        state.features = fast_model.prepare_source(state.image)
+        state.keypoints = state.features.keypoints

@@ -34,6 +34,33 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used (missing, truncated, foreign, mismatched)."""
 
 
+# ---- dtypes -------------------------------------------------------------------------------------
+
+DTYPE_NAMES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float64": torch.float64, "fp64": torch.float64, "double": torch.float64,
+}
+#: What save_pretrained writes (our format stores these only).
+SAVE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: What from_pretrained casts to (float64 too, for precision checks of the reference path).
+LOAD_DTYPES = SAVE_DTYPES + (torch.float64,)
+
+
+def resolve_dtype(dtype, allowed: tuple[torch.dtype, ...], name: str = "dtype") -> torch.dtype | None:
+    """None, a torch dtype or a name ("float32"/"fp32", "float16"/"fp16"/"half",
+    "bfloat16"/"bf16", ...) -> a torch dtype in `allowed`; ValueError naming `name` otherwise."""
+    if dtype is None:
+        return None
+    value = DTYPE_NAMES.get(dtype.lower()) if isinstance(dtype, str) else dtype
+    if not isinstance(value, torch.dtype) or value not in allowed:
+        names = sorted(k for k, v in DTYPE_NAMES.items() if v in allowed)
+        expected = ", ".join(str(d) for d in allowed)
+        raise ValueError(f"{name} must be one of {expected} (or a name: {', '.join(names)}), got {dtype!r}")
+    return value
+
+
 # ---- the authors' checkpoint ------------------------------------------------------------------
 
 def _torch_load(path: Path) -> Mapping:
@@ -48,14 +75,22 @@ def _torch_load(path: Path) -> Mapping:
     return data
 
 
+def _find_one(folder: Path, name: str, pattern: str) -> Path:
+    """folder/name, else the only file matching `pattern`; several matches: CheckpointError naming them."""
+    path = folder / name
+    if path.is_file():
+        return path
+    found = sorted(p for p in folder.glob(pattern) if p.is_file())
+    if len(found) > 1:
+        raise CheckpointError(f"{folder}: no {name}, and {len(found)} files match {pattern} "
+                              f"({', '.join(p.name for p in found)}): pass the (generator, motion_estimator) "
+                              "pair of paths to choose")
+    return found[0] if found else path
+
+
 def _find_official_pair(folder: Path) -> tuple[Path, Path]:
-    generator, motion = folder / OFFICIAL_GENERATOR, folder / OFFICIAL_MOTION
-    if not generator.is_file():
-        found = sorted(folder.glob("net_g*.pth"))
-        generator = found[0] if len(found) == 1 else generator
-    if not motion.is_file():
-        found = sorted(folder.glob("net_motion_estimator*.pth"))
-        motion = found[0] if len(found) == 1 else motion
+    generator = _find_one(folder, OFFICIAL_GENERATOR, "net_g*.pth")
+    motion = _find_one(folder, OFFICIAL_MOTION, "net_motion_estimator*.pth")
     missing = [p.name for p in (generator, motion) if not p.is_file()]
     if missing:
         raise CheckpointError(f"{folder}: no {' or '.join(missing)} here (expected the authors' "
@@ -120,17 +155,34 @@ def convert_official_checkpoint(path_or_dicts: Any, config: ModelConfig | None =
 
 # ---- our format ---------------------------------------------------------------------------------
 
+#: Suffixes of other weight formats: save_model refuses them instead of making a folder so named.
+FOREIGN_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar", ".npz", ".h5", ".onnx")
+
+
 def _weights_file(path: Path) -> Path:
     return path if path.suffix == ".safetensors" else path / WEIGHTS_NAME
 
 
-def save_model(model, path: str | Path, *, dtype: torch.dtype | None = None) -> Path:
-    """Write `model` (weights + config) to `path` atomically; returns the file written."""
+def _save_target(path: Path) -> Path:
+    """The file save_model writes for `path`: a .safetensors path itself, else folder/model.safetensors.
+    ValueError for another weight format's suffix or an existing file (we write safetensors)."""
+    if path.suffix == ".safetensors":
+        return path
+    if path.suffix.lower() in FOREIGN_SUFFIXES or path.is_file():
+        raise ValueError(f"path {str(path)!r}: save_pretrained writes safetensors; give a file ending in "
+                         f".safetensors or a folder (it writes {WEIGHTS_NAME} inside)")
+    return path / WEIGHTS_NAME
+
+
+def save_model(model, path: str | Path, *, dtype: torch.dtype | str | None = None) -> Path:
+    """Write `model` (weights + config) to `path` atomically; returns the file written.
+    dtype: None (as they are), float32, float16 or bfloat16 (or their names) for floating weights."""
     from safetensors.torch import save
 
     from .. import __version__
 
-    target = _weights_file(Path(path))
+    dtype = resolve_dtype(dtype, SAVE_DTYPES)
+    target = _save_target(Path(path))
     tensors = {}
     for name, tensor in model.state_dict().items():
         t = tensor.detach().cpu()

@@ -37,6 +37,19 @@ class ModelOutput:
     generator: GeneratorOutput
 
 
+def check_pair(source: Any, driving: Any, dtype: torch.dtype) -> None:
+    """The rule of `model(source, driving)` on both paths: one batch size, the model's `dtype`
+    (TypeError naming the input; not checked under autocast). Shapes are checked downstream."""
+    if not (isinstance(source, torch.Tensor) and isinstance(driving, torch.Tensor)):
+        return
+    for name, image in (("source", source), ("driving", driving)):
+        if image.is_floating_point() and image.dtype != dtype and not torch.is_autocast_enabled(image.device.type):
+            raise TypeError(f"{name} is {image.dtype} but the model is {dtype}: pass {name}.to({dtype}) "
+                            "(or cast the model)")
+    if source.dim() >= 1 and driving.dim() >= 1 and driving.shape[0] != source.shape[0]:
+        raise ValueError(f"driving batch {driving.shape[0]} != source batch {source.shape[0]}")
+
+
 class Model(nn.Module):
     """The MCC talking-head model.
 
@@ -49,6 +62,10 @@ class Model(nn.Module):
     caching, fused ops, SDPA, channels-last, CUDA graphs); with `model.fast_path = True`
     (the default of `from_pretrained` on CUDA) the plain `model(source, driving)` call in eval
     mode runs through it. The reference path stays the oracle (return_all, training).
+
+    Both paths take the same pairs: `source` and `driving` of one batch size, in the model's
+    dtype (others are a TypeError, not a silent cast; `model.animate` and the fast path's
+    `prepare_source` / `render_frame` convert their inputs themselves).
     """
 
     def __init__(self, config: ModelConfig | None = None) -> None:
@@ -63,6 +80,7 @@ class Model(nn.Module):
         """See the class docstring. source, driving: (B, 3, S, S) float in [-1, 1]."""
         if training and not return_all:
             raise ValueError("training=True returns the training outputs: pass return_all=True too")
+        check_pair(source, driving, next(self.parameters()).dtype)
         if getattr(self, "fast_path", False) and not self.training and not return_all:
             return self.fast()(source, driving)
         motion = self.motion_estimator(driving, source)
@@ -88,8 +106,9 @@ class Model(nn.Module):
     def fast(self, *, dtype: torch.dtype | None = None, channels_last: bool = True,
              pad_head_dim: int | None = None, backend: str | None = None) -> Any:
         """The fast inference path over this model's weights (a `mcc_fast.fast.FastModel`,
-        built once per set of options and kept; it follows weight updates). See FastModel for
-        the options (dtype: compute dtype, default the model's; e.g. torch.bfloat16 on CUDA)."""
+        built once per set of options and kept; it follows weight updates, in place or by
+        replaced Parameter objects). See FastModel for the options (dtype: compute dtype,
+        default the model's; e.g. torch.bfloat16 on CUDA)."""
         from ..fast import FastModel
 
         key = (dtype, channels_last, pad_head_dim, backend)
@@ -161,11 +180,13 @@ class Model(nn.Module):
         authors' checkpoint pair (a folder, or a (generator, motion_estimator) pair of paths).
 
         Returns the model in eval mode on `device` (default: CUDA when available, else CPU),
-        cast to `dtype` when given. `fast`: route `model(source, driving)` through the fast
-        path (`model.fast_path`); default True on CUDA, False on CPU.
+        cast to `dtype` when given (torch.float32 / float16 / bfloat16 / float64 or a name:
+        "fp32", "fp16", "half", "bf16", ...). `fast`: route `model(source, driving)` through the
+        fast path (`model.fast_path`); default True on CUDA, False on CPU.
         """
-        from .checkpoint import load_model
+        from .checkpoint import LOAD_DTYPES, load_model, resolve_dtype
 
+        dtype = resolve_dtype(dtype, LOAD_DTYPES)
         model = load_model(cls, path)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -175,9 +196,11 @@ class Model(nn.Module):
         model.fast_path = torch.device(device).type == "cuda" if fast is None else bool(fast)
         return model.eval()
 
-    def save_pretrained(self, path: str | Path, *, dtype: torch.dtype | None = None) -> Path:
-        """Write weights + config to `path` (a .safetensors file, or a folder -> model.safetensors),
-        atomically. `dtype` (e.g. torch.float16) casts floating weights on the way out."""
+    def save_pretrained(self, path: str | Path, *, dtype: torch.dtype | str | None = None) -> Path:
+        """Write weights + config to `path` (a .safetensors file, or a folder -> model.safetensors;
+        .pt / .pth and other formats' suffixes are a ValueError), atomically. `dtype`
+        (torch.float32 / float16 / bfloat16 or "fp32" / "fp16" / "bf16", ...) casts floating
+        weights on the way out."""
         from .checkpoint import save_model
 
         return save_model(self, path, dtype=dtype)

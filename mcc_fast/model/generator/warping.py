@@ -41,7 +41,16 @@ def warp(feature: torch.Tensor, flow: torch.Tensor, fused: FusedOps | None = Non
     if fused is not None:
         return ops.warp(feature, flow.float(), align_corners=True, backend=fused.backend)
     grid = resize_flow(flow, feature.shape[-1]).to(feature.dtype)  # no-op in fp32 (half models sample in their dtype)
-    return F.grid_sample(feature, grid, align_corners=True)
+    return F.grid_sample(_sampleable(feature), grid, align_corners=True)
+
+
+def _sampleable(feature: torch.Tensor) -> torch.Tensor:
+    """`feature`, made contiguous when it is a half-precision CPU tensor: CPU grid_sample gives
+    NaN on some channels-last (or expanded channels-last) bf16/fp16 inputs (torch 2.13); fp32
+    and CUDA tensors are passed through untouched."""
+    if feature.device.type == "cpu" and feature.dtype in (torch.float16, torch.bfloat16):
+        return feature.contiguous()
+    return feature
 
 
 def warp_occluded(feature: torch.Tensor, flow: torch.Tensor, occlusion: torch.Tensor,
