@@ -136,3 +136,16 @@ def test_two_generator_checkpoints_in_a_folder_are_named(tmp_path):
         (tmp_path / name).write_bytes(b"")
     with pytest.raises(CheckpointError, match="net_g_1000.pth, net_g_2000.pth"):
         mcc_fast.Model.from_pretrained(tmp_path, device="cpu")
+
+
+def test_checkpoint_with_non_finite_weights_is_refused(tmp_path):
+    torch.manual_seed(3)
+    model = mcc_fast.Model(ModelConfig.small(64))
+    with torch.no_grad():
+        model.generator.decoder.conv_out.weight[0, 0, 0, 0] = float("nan")
+        next(model.motion_estimator.parameters()).fill_(float("inf"))
+    path = model.save_pretrained(tmp_path / "diverged.safetensors")
+    with pytest.raises(CheckpointError, match=r"diverged\.safetensors: 2 weight tensor\(s\) hold NaN or Inf"):
+        mcc_fast.Model.from_pretrained(path, device="cpu")
+    with pytest.raises(CheckpointError, match="conv_out.weight"):
+        mcc_fast.Model.from_pretrained(path, device="cpu")

@@ -227,13 +227,25 @@ def load_model(cls, path: Any, config: ModelConfig | None = None):
         if not p.exists():
             raise CheckpointError(f"checkpoint not found: {p}")
     state = convert_official_checkpoint(path, config)
+    check_finite(state, path)
     model = cls(config or ModelConfig())
     model.load_state_dict(state, strict=True)
     return model
 
 
+def check_finite(state: Mapping[str, torch.Tensor], source: Any) -> None:
+    """CheckpointError naming `source` when a floating tensor of `state` holds NaN or Inf (a
+    diverged training run would otherwise give black frames without a word)."""
+    bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(f"{source}: {len(bad)} weight tensor(s) hold NaN or Inf ({shown}); "
+                              "a diverged training run? Load an earlier checkpoint")
+
+
 def _model_from_ours(cls, path: Path):
     config, state = read_our_checkpoint(path)
+    check_finite(state, path)
     model = cls(config)
     try:
         model.load_state_dict(state, strict=True)
