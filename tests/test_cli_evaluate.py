@@ -64,3 +64,167 @@ def test_missing_data_folder_is_one_line(tmp_path, capsys):
     rc = main(["evaluate", "--checkpoint", str(tmp_path), "--data", str(tmp_path / "nope")])
     assert rc == 2
     assert "no test/ folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- bad input, kept files
+
+def _evaluate(setup, *extra):
+    _, data, ckpt = setup
+    return main(["evaluate", "--checkpoint", str(ckpt), "--data", str(data), "--metrics", "l1,psnr",
+                 "--device", "cpu", "--max-frames", "2", *extra])
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Checks that must fail before anything is loaded or evaluated."""
+    from mcc_fast.commands import evaluate
+
+    def refuse(args):
+        raise AssertionError("the model was loaded: the check did not run first")
+
+    monkeypatch.setattr(evaluate, "_load_model", refuse)
+
+
+def _first_test_video(data):
+    return min((data / "test").glob("id*.mp4"))
+
+
+@pytest.mark.parametrize("name", ["video", "r.csv", "r", "r.json.bak"])
+def test_output_must_be_a_json_file_name(setup, capsys, no_model, name):
+    root, data, _ = setup
+    video = _first_test_video(data)
+    output = video if name == "video" else root / name
+    before = video.read_bytes()
+    assert _evaluate(setup, "--output", str(output)) == 2
+    err = capsys.readouterr().err
+    assert "--output" in err and ".json" in err and "Traceback" not in err
+    assert video.read_bytes() == before and not video.with_suffix(".csv").exists()
+    assert not (root / "r.csv").exists()
+
+
+def test_existing_json_or_csv_is_kept_unless_overwrite(setup, capsys, tmp_path):
+    mine_csv = tmp_path / "mine.csv"
+    mine_csv.write_text("my own table\n")
+    assert _evaluate(setup, "--output", str(tmp_path / "mine.json")) == 2
+    err = capsys.readouterr().err
+    assert "mine.csv" in err and "--overwrite" in err
+    assert mine_csv.read_text() == "my own table\n" and not (tmp_path / "mine.json").exists()
+    old = tmp_path / "results.json"
+    old.write_text("{}")
+    assert _evaluate(setup, "--output", str(old)) == 2
+    assert old.read_text() == "{}"
+    assert _evaluate(setup, "--output", str(old), "--overwrite") == 0
+    assert json.loads(old.read_text())["mean"]["l1"] > 0 and (tmp_path / "results.csv").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.csv", "results.csv", "results.json"]  # no temp files
+
+
+def test_outputs_that_are_inputs_are_refused_even_with_overwrite(setup, capsys, no_model, tmp_path):
+    data = setup[1]
+    pairs = tmp_path / "p.csv"
+    pairs.write_text(f"source,driving\n{_first_test_video(data).stem},{_first_test_video(data).stem}\n")
+    assert _evaluate(setup, "--mode", "cross-id", "--pairs", str(pairs), "--output", str(tmp_path / "p.json"),
+                     "--overwrite") == 2
+    assert "one of the inputs" in capsys.readouterr().err
+    assert pairs.read_text().startswith("source,driving")
+    meta = next((data / "meta").rglob("*.json"))
+    before = meta.read_bytes()
+    assert _evaluate(setup, "--output", str(meta), "--overwrite") == 2
+    assert "one of the inputs" in capsys.readouterr().err and meta.read_bytes() == before
+
+
+def test_output_folder_is_refused_up_front(setup, capsys, no_model, tmp_path):
+    (tmp_path / "out.json").mkdir()
+    assert _evaluate(setup, "--output", str(tmp_path / "out.json")) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- cross-identity
+
+def _small_clip(folder):
+    import numpy as np
+    from PIL import Image
+
+    from mcc_fast.io.video import VideoWriter
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(folder / "src.png")
+    with VideoWriter(folder / "v5.mp4", 10) as writer:
+        for _ in range(5):
+            writer.write(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    return folder / "src.png", folder / "v5.mp4"
+
+
+class _MeanColour(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_cross_identity_with_file_paths_and_identity_metrics(setup, capsys, tmp_path):
+    source, driving = _small_clip(tmp_path)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.jit.script(_MeanColour()).save(str(weights / "identity.torchscript.pt"))
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"source,driving\n{source},{driving}\n")
+    out = tmp_path / "cross.json"
+    rc = _evaluate(setup, "--mode", "cross-id", "--pairs", str(pairs), "--metrics", "l1,aed,csim",
+                   "--weights-dir", str(weights), "--output", str(out))
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    results = json.loads(out.read_text())
+    assert results["failed"] == [] and results["videos"][0]["num_frames"] == 2  # --max-frames 2
+    assert results["mean"]["l1"] > 0 and results["mean"]["aed"] >= 0 and -1 <= results["mean"]["csim"] <= 1
+    assert "note: " in err and "resized from 48x48" in err and ".py:" not in err  # a note, not a raw warning
+
+
+def test_nothing_evaluated_exits_1_and_writes_nothing(setup, capsys, tmp_path):
+    ckpt = setup[2]
+    bad = tmp_path / "bad"
+    (bad / "test").mkdir(parents=True)
+    (bad / "test" / "x.mp4").write_text("just text")
+    out = tmp_path / "r.json"
+    rc = main(["evaluate", "--checkpoint", str(ckpt), "--data", str(bad), "--metrics", "l1", "--output", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "nothing could be evaluated" in err and not out.exists()
+    assert "note: skipping unreadable video" in err and "Warning" not in err and ".py:" not in err
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("just text")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"source,driving\n{_small_clip(tmp_path)[0]},{fake}\n")
+    assert _evaluate(setup, "--mode", "cross-id", "--pairs", str(pairs), "--output", str(out)) == 1
+    assert "nothing could be evaluated" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("source,driving\nsrc.png\n", "line 2: expected two values"),
+    ("source,driving\n", "no pairs"),
+    ("src,drv\na,b\n", "header line source,driving"),
+    (b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x00binary", "not a text CSV"),
+    ("source,driving\nsrc.png,nowhere.mp4\n", "line 2: 'nowhere.mp4' is neither"),
+])
+def test_bad_pairs_files_are_one_line_errors(setup, capsys, no_model, tmp_path, monkeypatch, content, expected):
+    monkeypatch.chdir(tmp_path)
+    _small_clip(tmp_path)
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert _evaluate(setup, "--mode", "cross-id", "--pairs", str(pairs), "--output", str(tmp_path / "r.json")) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and str(pairs) in err and len(err.splitlines()) == 1
+
+
+def test_option_errors_name_the_option(setup, capsys, no_model, tmp_path):
+    assert _evaluate(setup, "--mode", "cross-id", "--pairs", str(tmp_path / "nope.csv")) == 2
+    assert "--pairs" in (err := capsys.readouterr().err) and "does not exist" in err
+    assert _evaluate(setup, "--pairs", str(tmp_path / "nope.csv")) == 2
+    assert "--mode cross-id" in capsys.readouterr().err
+    assert _evaluate(setup, "--weights-dir", str(tmp_path / "nope")) == 2
+    assert "--weights-dir" in capsys.readouterr().err
+    assert _evaluate(setup, "--metrics", "l1,ssim") == 2
+    assert "--metrics" in capsys.readouterr().err
+    for option in ("--batch", "--max-frames"):
+        with pytest.raises(SystemExit) as exit_info:
+            _evaluate(setup, option, "0")
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {option}: expected an integer >= 1" in err and "batch_size" not in err

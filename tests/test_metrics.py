@@ -582,3 +582,12 @@ def test_runner_source_references_and_argument_errors(tmp_path):
         evaluate_sequences([], weights_dir=tmp_path / "nowhere")
     mismatch = evaluate_sequences([("m", truth, truth[:, :, :8])], metrics=["l1"], progress=False, log=lambda _: None)
     assert "differ in shape" in mismatch["failed"][0]["error"]
+
+
+def test_runner_reports_items_with_an_error_as_failed():
+    frames = _rand_uint8(2, 3, 16, 16)
+    messages = []
+    results = evaluate_sequences([EvalItem("bad", None, None, error="unreadable or empty video"), ("ok", frames, frames)],
+                                 metrics=["l1"], progress=False, log=messages.append)
+    assert results["failed"] == [{"name": "bad", "error": "unreadable or empty video"}]
+    assert results["num_videos"] == 1 and any("unreadable or empty video" in m for m in messages)

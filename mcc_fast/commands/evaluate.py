@@ -4,14 +4,33 @@ Same-identity (default): each test video is reconstructed from its first frame w
 absolute motion, `g(source, me(driving, source))`, and compared with the video itself.
 Cross-identity: source/driving pairs from a CSV (`source,driving`: video names or image /
 video paths), relative motion; identity metrics against the source.
+
+Results go to --output (a .json file) and the CSV beside it (same name, .csv), both
+checked before anything runs (an existing one is kept unless --overwrite; an input is
+never replaced) and written atomically. Bad options print one line and exit with status 2;
+a run where nothing could be evaluated exits with status 1 and writes nothing.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import sys
+import warnings
 from pathlib import Path
 
 from ..cli import CommandError
+
+PROG = "mcc-fast evaluate"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,18 +39,206 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", metavar="PATH", help="model (our format or the authors' folder); "
                         "default: the embedded demo model")
     parser.add_argument("--data", required=True, metavar="DIR", help="dataset root (FOMM layout: DIR/test/...)")
-    parser.add_argument("--split", default="test", help="split folder inside --data (default test)")
+    parser.add_argument("--split", default="test", choices=("test", "train"),
+                        help="split folder inside --data (default test)")
     parser.add_argument("--mode", choices=("same-id", "cross-id"), default="same-id")
-    parser.add_argument("--pairs", metavar="CSV", help="cross-id pairs: a CSV with columns source,driving")
+    parser.add_argument("--pairs", metavar="CSV", help="cross-id pairs: a CSV with columns source,driving "
+                        "(video names of the split, or image / video file paths)")
     parser.add_argument("--metrics", default="l1,psnr,lpips,fid,akd,aed",
                         help=f"comma-separated, from {','.join(METRICS)} (default l1,psnr,lpips,fid,akd,aed)")
     parser.add_argument("--weights-dir", metavar="DIR", help="folder of the metric networks' weight files")
-    parser.add_argument("--output", default="results.json", help="JSON results (a CSV is written beside it)")
-    parser.add_argument("--max-frames", type=int, default=None, help="evaluate at most this many frames per video")
-    parser.add_argument("--batch", type=int, default=8, help="frames per forward pass (default 8)")
+    parser.add_argument("--output", default="results.json", metavar="FILE.json",
+                        help="JSON results (default results.json); the CSV is written beside it (FILE.csv)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output JSON / CSV")
+    parser.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
+                        help="evaluate at most this many frames per video")
+    parser.add_argument("--batch", type=_positive_int, default=8, metavar="N",
+                        help="frames per forward pass (default 8)")
     parser.add_argument("--device", choices=("cuda", "cpu"), default=None)
     parser.add_argument("--official-references", action="store_true",
                         help="FID and identity metrics against the source image, as the official code does")
+
+
+def _note(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"{PROG}: note: {message}", file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings (unreadable videos, resizes) as one-line notes."""
+    _note(str(message))
+
+
+# ---- checks before anything runs ----------------------------------------------------------
+
+def _check_options(args) -> None:
+    """Options that need no model or data: CommandError naming the option."""
+    from ..evaluation import METRICS
+    from ..evaluation.runner import _parse_metrics
+
+    root = Path(args.data)
+    if not (root / args.split).is_dir():
+        raise CommandError(f"--data {root}: no {args.split}/ folder of videos inside")
+    if args.mode == "cross-id" and not args.pairs:
+        raise CommandError("--mode cross-id needs --pairs CSV")
+    if args.pairs and args.mode != "cross-id":
+        raise CommandError("--pairs is for cross-identity evaluation: add --mode cross-id")
+    if args.weights_dir is not None and not Path(args.weights_dir).is_dir():
+        raise CommandError(f"--weights-dir {args.weights_dir!r} is not a folder")
+    try:
+        _parse_metrics(args.metrics)
+    except ValueError:
+        raise CommandError(f"--metrics {args.metrics!r}: expected a comma-separated list from "
+                           f"{','.join(METRICS)}") from None
+
+
+def _input_holding(path: Path, inputs: list[Path]) -> Path | None:
+    """The input that an existing `path` is (a file) or lies inside (a folder), else None."""
+    if not path.exists():
+        return None
+    resolved = path.resolve()
+    for item in inputs:
+        if item.is_dir() and resolved.is_relative_to(item.resolve()):
+            return item
+        if item.is_file() and (resolved == item.resolve() or path.samefile(item)):
+            return item
+    return None
+
+
+def _check_outputs(output: Path, overwrite: bool, inputs: list[Path]) -> tuple[Path, Path]:
+    """The JSON and CSV result paths, refused up front when unusable."""
+    if output.suffix.lower() != ".json":
+        raise CommandError(f"--output {str(output)!r}: expected a file name ending in .json "
+                           "(the CSV is written beside it)")
+    table = output.with_suffix(".csv")
+    for path in (output, table):
+        if path.is_dir():
+            raise CommandError(f"--output {str(output)!r}: {str(path)!r} is a folder")
+        held = _input_holding(path, inputs)
+        if held is not None:
+            where = "" if held.resolve() == path.resolve() else f" (it is inside {str(held)!r})"
+            raise CommandError(f"--output {str(output)!r}: {str(path)!r} is one of the inputs{where}; "
+                               "choose another name")
+        if path.exists() and not overwrite:
+            raise CommandError(f"--output {str(output)!r}: {str(path)!r} exists; pass --overwrite to replace it")
+    parent = output.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CommandError(f"--output {str(output)!r}: {str(parent)!r} is not a folder")
+    return output, table
+
+
+# ---- the pairs CSV ------------------------------------------------------------------------
+
+def _read_pairs(path: Path) -> list[tuple[int, str, str]]:
+    """(line, source, driving) of each --pairs row; CommandError naming the file and line."""
+    where = f"--pairs {str(path)!r}"
+    if not path.exists():
+        raise CommandError(f"{where} does not exist")
+    if not path.is_file():
+        raise CommandError(f"{where} is not a file")
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or not {"source", "driving"} <= {f.strip() for f in reader.fieldnames}:
+                raise CommandError(f"{where}: expected a CSV with a header line source,driving")
+            reader.fieldnames = [f.strip() for f in reader.fieldnames]
+            for row in reader:
+                source, driving = row.get("source"), row.get("driving")
+                extra = [v for v in row.get(None) or [] if v.strip()]
+                if not source or not driving or not source.strip() or not driving.strip() or extra:
+                    raise CommandError(f"{where} line {reader.line_num}: expected two values source,driving, "
+                                       f"got {','.join(v or '' for v in [source, driving, *extra]).strip(',')!r}")
+                rows.append((reader.line_num, source.strip(), driving.strip()))
+    except UnicodeDecodeError:
+        raise CommandError(f"{where}: not a text CSV file (expected UTF-8 text)") from None
+    except csv.Error as exc:
+        raise CommandError(f"{where}: not a readable CSV file ({exc})") from None
+    except OSError as exc:
+        raise CommandError(f"{where}: cannot be read ({exc.strerror or exc})") from None
+    if not rows:
+        raise CommandError(f"{where}: no pairs after the header line source,driving")
+    return rows
+
+
+def _check_refs(pairs, names: dict[str, int], args) -> list[Path]:
+    """Every reference is a video of the split or an existing file; returns the file paths."""
+    files = []
+    for line, *refs in pairs:
+        for ref in refs:
+            if ref in names:
+                continue
+            if not Path(ref).exists():
+                raise CommandError(f"--pairs {args.pairs!r} line {line}: {ref!r} is neither a video of "
+                                   f"{args.split}/ nor an existing file")
+            files.append(Path(ref))
+    return files
+
+
+# ---- what to evaluate ---------------------------------------------------------------------
+
+def _generated(model, source, driving, relative: bool, batch: int):
+    import torch
+
+    device = next(model.parameters()).device
+    frames = model.animate(source.to(device), driving.to(device), relative=relative, batch_size=batch,
+                           output="tensor")
+    return torch.stack([f.float().cpu() for f in frames])
+
+
+def _same_identity_items(model, dataset, args):
+    from ..evaluation import EvalItem
+
+    for index in range(len(dataset)):
+        item = dataset[index]
+        name = item["name"]
+        if not item["ok"] or item["video"].shape[0] == 0:
+            yield EvalItem(name, None, None, error="unreadable or empty video")
+            continue
+        video = item["video"]  # (F, 3, S, S) float [-1, 1]
+        source = video[:1]
+        yield EvalItem(name, lambda video=video, source=source: _generated(model, source, video, False, args.batch),
+                       video, source[0])
+
+
+def _load_frames(ref: str, dataset, names: dict[str, int], size: int, max_frames: int | None):
+    """A pair's reference as float frames (F, 3, S, S) in [-1, 1]: a video of the split, an
+    image file (one frame), or a video file / frame folder (resized to S with a note)."""
+    from ..inference.inputs import prepare_images
+    from ..training.data.video_io import is_image_file, read_image, read_video_frames
+
+    if ref in names:
+        item = dataset[names[ref]]
+        if not item["ok"] or item["video"].shape[0] == 0:
+            raise ValueError(f"{ref}: unreadable or empty video")
+        return item["video"]
+    path = Path(ref)
+    frames = read_image(path)[None] if is_image_file(path) else read_video_frames(path, max_frames=max_frames)
+    return prepare_images(frames, size=size, name=ref)
+
+
+def _cross_identity_items(model, dataset, pairs, names: dict[str, int], args):
+    from ..evaluation import EvalItem
+
+    size = model.config.image_size
+    for _, source_ref, driving_ref in pairs:
+        loaded: dict[str, object] = {}
+
+        def frames(key, source_ref=source_ref, driving_ref=driving_ref, loaded=loaded):
+            if not loaded:  # each pair is read once, on first use
+                loaded["source"] = _load_frames(source_ref, dataset, names, size, 1)[:1]
+                loaded["driving"] = _load_frames(driving_ref, dataset, names, size, args.max_frames)
+            return loaded[key]
+
+        def generate(frames=frames):
+            return _generated(model, frames("source"), frames("driving"), True, args.batch)
+
+        name = f"{Path(source_ref).stem}->{Path(driving_ref).stem}"
+        yield EvalItem(name, generate, lambda frames=frames: frames("driving"),
+                       lambda frames=frames: frames("source")[0])
 
 
 def _load_model(args):
@@ -45,86 +252,74 @@ def _load_model(args):
     return Model.from_pretrained(_checkpoint(args.checkpoint), device=args.device)
 
 
-def _same_identity_items(model, dataset, args):
-    import torch
+def _video_names(folder: Path) -> dict[str, int]:
+    """The split's video names (with and without their suffix) -> dataset index, without decoding."""
+    from ..training.data.datasets import list_videos
 
-    for index in range(len(dataset)):
-        item = dataset[index]
-        name = item["name"]
-        if not item["ok"] or item["video"].shape[0] == 0:
-            yield name, None, None
-            continue
-        video = item["video"]  # (F, 3, S, S) float [-1, 1]
-        source = video[:1]
-
-        def generate(video=video, source=source):
-            frames = model.animate(source, video, relative=False, batch_size=args.batch, output="tensor")
-            return torch.stack([f.float().cpu() for f in frames])
-
-        yield name, generate, video, source[0]
+    names = {}
+    for index, entry in enumerate(list_videos(folder)):
+        names[entry.name] = names[Path(entry.name).stem] = index
+    return names
 
 
-def _cross_identity_items(model, dataset, args):
-    import torch
-
-    from ..io.video import iter_video_frames, read_image
-
-    by_name = {}
-    for i in range(len(dataset)):  # a pair may name a test video with or without its suffix
-        name = dataset[i]["name"]
-        by_name[name] = by_name[Path(name).stem] = i
-    with open(args.pairs, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"source", "driving"} <= set(rows[0]):
-        raise CommandError(f"--pairs {args.pairs}: expected a CSV with columns source,driving")
-
-    def load(ref, first_only):
-        if ref in by_name:
-            video = dataset[by_name[ref]]["video"]
-            return video[:1] if first_only else video
-        path = Path(ref)
-        if not path.exists():
-            raise ValueError(f"{ref}: neither a video of the test set nor an existing file")
-        if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
-            return read_image(path)
-        frames = list(iter_video_frames(path))
-        return frames[:1] if first_only else frames
-
-    for row in rows:
-        name = f"{Path(row['source']).stem}->{Path(row['driving']).stem}"
-
-        def generate(row=row):
-            frames = model.animate(load(row["source"], True), load(row["driving"], False), relative=True,
-                                   batch_size=args.batch, output="tensor")
-            return torch.stack([f.float().cpu() for f in frames])
-
-        def driving(row=row):
-            return load(row["driving"], False)
-
-        yield name, generate, driving
-
+# ---- the command --------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import evaluate_sequences, format_summary
-    from ..training.data.datasets import VideoSequenceDataset
+    """Run the command (warnings are shown as one-line notes)."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(args)
 
+
+def _run(args: argparse.Namespace) -> int:
+    """Check everything, evaluate, then write the JSON and CSV (nothing when no result)."""
+    from ..assets import DEMO_MODEL_NOTE
+    from ..evaluation import evaluate_sequences, format_summary
+    from ..evaluation.report import write_csv, write_json
+    from ..training.data.datasets import VideoSequenceDataset
+    from .animate import _checkpoint
+
+    _check_options(args)
     root = Path(args.data)
-    if not (root / args.split).is_dir():
-        raise CommandError(f"--data {root}: no {args.split}/ folder of videos inside")
-    if args.mode == "cross-id" and not args.pairs:
-        raise CommandError("--mode cross-id needs --pairs CSV")
+    pairs = _read_pairs(Path(args.pairs)) if args.mode == "cross-id" else []
+    checkpoint = _checkpoint(args.checkpoint)
+    names = _video_names(root / args.split)
+    inputs = [root, checkpoint, *([Path(args.pairs)] if args.pairs else []), *_check_refs(pairs, names, args)]
+    inputs += [Path(args.weights_dir)] if args.weights_dir else []
+    json_path, csv_path = _check_outputs(Path(args.output), args.overwrite, inputs)
+
     model = _load_model(args)
-    size = model.config.image_size
-    dataset = VideoSequenceDataset(root, split=args.split, size=size, max_frames=args.max_frames)
-    items = (_same_identity_items if args.mode == "same-id" else _cross_identity_items)(model, dataset, args)
+    if args.checkpoint is None:
+        _note(DEMO_MODEL_NOTE)
+    dataset = VideoSequenceDataset(root, split=args.split, size=model.config.image_size, max_frames=args.max_frames)
+    if args.mode == "same-id":
+        items = _same_identity_items(model, dataset, args)
+    else:
+        items = _cross_identity_items(model, dataset, pairs, names, args)
     official = args.official_references
     results = evaluate_sequences(
-        items, metrics=args.metrics, weights_dir=args.weights_dir, output=args.output,
+        items, metrics=args.metrics, weights_dir=args.weights_dir,
         device=next(model.parameters()).device, batch_size=args.batch,
         fid_reference="source" if official else "ground_truth",
         identity_reference="source" if (official or args.mode == "cross-id") else "ground_truth",
-        total=len(dataset) if args.mode == "same-id" else None,
+        total=len(dataset) if args.mode == "same-id" else len(pairs),
     )
+    failure = _nothing_evaluated(results)
+    if failure:
+        print(f"{PROG}: error: {failure}; no results written", file=sys.stderr)
+        return 1
     print(format_summary(results))
-    print(f"results written to {args.output}")
+    write_json(json_path, results)
+    write_csv(csv_path, results)
+    print(f"results written to {json_path} and {csv_path}")
     return 0
+
+
+def _nothing_evaluated(results: dict) -> str | None:
+    """Why the run has no result at all, or None."""
+    if not results["metrics"]:
+        return "none of the requested metrics could be computed (see the 'skipped' lines above)"
+    if results["num_videos"] == 0:
+        failed = len(results["failed"])
+        return f"nothing could be evaluated ({failed} of {failed} failed, see the 'skipping' lines above)"
+    return None

@@ -10,8 +10,9 @@ has to feed it what the model generates. Each item is an :class:`EvalItem` or a 
   them (loaded lazily). ``source``: the source image (3, H, W) / (1, 3, H, W), needed
   only for ``fid_reference="source"`` or ``identity_reference="source"``.
 - An unreadable entry (``None``, zero frames, a callable raising OSError / ValueError /
-  RuntimeError, e.g. ``VideoReadError``, mismatched shapes) is reported on one line,
-  listed under ``failed`` and skipped; the run goes on.
+  RuntimeError, e.g. ``VideoReadError``, mismatched shapes, or an :class:`EvalItem` with
+  an ``error`` message) is reported on one line, listed under ``failed`` and skipped; the
+  run goes on.
 
 Float frames are quantised to 8 bits first (the official protocol evaluates the PNGs it
 wrote). Frames are processed ``batch_size`` at a time on ``device``. Per-video values are
@@ -50,12 +51,14 @@ _UNREADABLE = (OSError, ValueError, RuntimeError, TypeError)
 
 @dataclass
 class EvalItem:
-    """One video to evaluate (see the module docstring for the accepted frame forms)."""
+    """One video to evaluate (see the module docstring for the accepted frame forms);
+    ``error``: why it cannot be evaluated (it is then listed under ``failed``)."""
 
     name: str
     generated: Any
     ground_truth: Any
     source: Any = None
+    error: str | None = None
 
 
 class _VideoError(Exception):
@@ -173,6 +176,8 @@ def _numpy(values: torch.Tensor) -> np.ndarray:
 
 def _evaluate_video(item: EvalItem, backends: _Backends, settings: dict, device: torch.device, batch_size: int,
                     fid_real: GaussianStats, fid_fake: GaussianStats) -> tuple[int, dict[str, np.ndarray]]:
+    if item.error:
+        raise _VideoError(item.error)
     generated = _resolve(item.generated, "generated")
     truth = _resolve(item.ground_truth, "ground_truth")
     if generated.shape != truth.shape:
