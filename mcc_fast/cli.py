@@ -25,6 +25,17 @@ class CommandError(Exception):
     """An error the user can fix: printed as one line, exit status 2."""
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse names the option and exits with status 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def _available_commands() -> dict[str, tuple[str, str]]:
     out = {}
     for name, (module, help_text) in COMMANDS.items():

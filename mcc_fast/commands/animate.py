@@ -19,19 +19,10 @@ import warnings
 from pathlib import Path
 
 from ..assets import DEMO_MODEL, DEMO_MODEL_NOTE  # the model used when --checkpoint is not given
+from ..cli import positive_int
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 PROG = "mcc-fast animate"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-adapt-scale", dest="adapt_scale", action="store_false",
                         help="do not scale the motion by the keypoint hull areas (relative motion)")
     parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="model precision (default fp32)")
-    parser.add_argument("--batch", type=_positive_int, default=8, metavar="N", help="frames per forward pass (default 8)")
+    parser.add_argument("--batch", type=positive_int, default=8, metavar="N", help="frames per forward pass (default 8)")
     parser.add_argument("--device", default=None, metavar="DEVICE",
                         help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
     parser.add_argument("--crop", metavar="X,Y,W,H", default=None,

@@ -18,19 +18,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..cli import CommandError
+from ..cli import CommandError, positive_int
 
 PROG = "mcc-fast evaluate"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,9 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="results.json", metavar="FILE.json",
                         help="JSON results (default results.json); the CSV is written beside it (FILE.csv)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output JSON / CSV")
-    parser.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--max-frames", type=positive_int, default=None, metavar="N",
                         help="evaluate at most this many frames per video")
-    parser.add_argument("--batch", type=_positive_int, default=8, metavar="N",
+    parser.add_argument("--batch", type=positive_int, default=8, metavar="N",
                         help="frames per forward pass (default 8)")
     parser.add_argument("--device", choices=("cuda", "cpu"), default=None)
     parser.add_argument("--official-references", action="store_true",
