@@ -45,3 +45,14 @@ def test_demo_without_the_model_is_one_clear_line(tmp_path, monkeypatch, capsys)
     assert main(["demo", "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "missing.safetensors" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["file", "under_a_file", "empty"])
+def test_demo_output_must_be_a_folder(tmp_path, small_demo_model, capsys, kind):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    output = {"file": str(afile), "under_a_file": str(afile / "sub"), "empty": ""}[kind]
+    assert main(["demo", "--output", output, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--output" in err and ("empty" if kind == "empty" else "existing file") in err and "Errno" not in err
+    assert afile.read_text() == "mine"

@@ -178,7 +178,7 @@ def test_cli(tmp_path, capsys):
     assert main(["--out", str(out), "--videos", "2", "--frames", "3", "--size", "32", "--seed", "4",
                  "--format", "png", "--quiet"]) == 0
     assert json.loads((out / "synth.json").read_text())["seed"] == 4
-    assert main(["--out", str(out), "--videos", "2", "--frames", "3", "--size", "32"]) == 1  # exists
+    assert main(["--out", str(out), "--videos", "2", "--frames", "3", "--size", "32"]) == 2  # exists
     assert "overwrite" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--out", str(out), "--videos", "0"])
@@ -198,6 +198,77 @@ def test_cli(tmp_path, capsys):
     parser = add_synth_arguments(argparse.ArgumentParser())
     args = parser.parse_args(["--out", str(out), "--videos", "1", "--frames", "2", "--size", "32", "--overwrite"])
     assert run_synth(args) == 0 and "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fps", ["1e-300", "1e308", "inf", "nan", "0", "0.5", "241", "fast"])
+def test_cli_fps_is_checked_before_anything_is_written(tmp_path, capsys, fps):
+    out = tmp_path / "s"
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(out), "--videos", "2", "--frames", "2", "--size", "16", "--workers", "1", "--fps", fps])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--fps" in err and "[1, 240]" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_fps_and_duration_limits_in_the_library(tmp_path):
+    for bad in (1e-300, 0.5, 241.0, 1e308, float("inf"), float("nan"), "25", True):
+        with pytest.raises(ValueError, match="fps"):
+            synth.write_dataset(tmp_path / "x", videos=1, frames=2, size=16, fps=bad)
+    with pytest.raises(ValueError, match="frames / fps"):
+        synth.write_dataset(tmp_path / "x", videos=1, frames=10 ** 6, size=16, fps=1.0)
+    for bad in (0.0, -1.0, float("inf"), float("nan"), 1e300):
+        with pytest.raises(ValueError, match="duration"):
+            synth.sample_motion(np.random.default_rng(0), bad)
+    assert not (tmp_path / "x").exists()
+    synth.write_dataset(tmp_path / "x", videos=1, frames=2, size=16, fps=240, format="png", test_fraction=0)
+    assert json.loads((tmp_path / "x" / "synth.json").read_text())["fps"] == 240
+
+
+def _fail_on_second_video(monkeypatch):
+    make = synth._make_video
+
+    def flaky(job):
+        if job[1:4] == ("train", 0, 1):  # the second of the plan, after one was written
+            raise RuntimeError("disk full")
+        return make(job)
+
+    monkeypatch.setattr(synth, "_make_video", flaky)
+
+
+def test_failed_run_leaves_no_half_made_dataset(tmp_path, monkeypatch):
+    kw = dict(videos=3, frames=2, size=16, format="png", workers=1)
+    _fail_on_second_video(monkeypatch)
+    with pytest.raises(RuntimeError, match="disk full"):
+        synth.write_dataset(tmp_path / "new" / "s", **kw)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its new parent, nor a staging folder
+    mine = tmp_path / "mine"  # a folder the user had, with their own file in it
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(RuntimeError, match="disk full"):
+        synth.write_dataset(mine, **kw)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"
+    monkeypatch.undo()
+    synth.write_dataset(mine, **kw)
+    before = _tree(mine)
+    _fail_on_second_video(monkeypatch)
+    with pytest.raises(RuntimeError, match="disk full"):
+        synth.write_dataset(mine, **(kw | {"seed": 9}), overwrite=True)
+    assert _tree(mine) == before and not list(mine.glob(".*"))  # the old dataset is intact
+    monkeypatch.undo()
+    synth.write_dataset(mine, **(kw | {"seed": 9}), overwrite=True)
+    assert _tree(mine) != before and (mine / "notes.txt").read_text() == "keep me"
+    assert not list(mine.glob(".*"))
+
+
+def test_cli_out_must_be_a_folder(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out in (str(afile), str(afile / "sub"), ""):
+        assert main(["--out", out, "--videos", "1", "--frames", "2", "--size", "16"]) == 2
+        err = capsys.readouterr().err
+        assert "--out" in err and "folder" in err
+    assert afile.read_text() == "x"
 
 
 def test_report_speed():

@@ -54,6 +54,8 @@ __all__ = [
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PRECISIONS = ("fp32", "bf16", "fp16")
+MAX_IMAGE_SIZE = 1024  # model.image_size (pixels): larger runs out of memory long before a step
+MAX_NUM_WORKERS = 64  # data.num_workers (loader processes per training process)
 
 
 class ConfigError(ValueError):
@@ -66,11 +68,14 @@ def _fail(key: str, expected: str, value: Any) -> None:
     raise ConfigError(f"config {key}: expected {expected}, got {value!r}")
 
 
-def _int(key: str, value: Any, minimum: int | None = None) -> int:
+def _int(key: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # YAML `5e3` is a float
-    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
-        _fail(key, f"an integer >= {minimum}" if minimum is not None else "an integer", value)
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum) \
+            or (maximum is not None and value > maximum):
+        expected = (f"an integer in [{minimum}, {maximum}]" if maximum is not None else
+                    f"an integer >= {minimum}" if minimum is not None else "an integer")
+        _fail(key, expected, value)
     return value
 
 
@@ -85,6 +90,15 @@ def _float(key: str, value: Any, minimum: float | None = None, maximum: float | 
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         _fail(key, f"a number in [{minimum}, {maximum}]", value)
     return float(value)
+
+
+def _check_keys(key: str, values: Mapping) -> None:
+    """ConfigError unless every key of the mapping at `key` is a name (text)."""
+    for name in values:
+        if not isinstance(name, str):
+            where = f"config {key}" if key else "config"
+            raise ConfigError(f"{where}: key {name!r} ({type(name).__name__}) is not a field name: "
+                              f"expected text keys")
 
 
 def _bool(key: str, value: Any) -> bool:
@@ -122,12 +136,13 @@ class ModelSection:
     def check(self, key: str = "model") -> None:
         if self.preset not in ("official", "small"):
             _fail(f"{key}.preset", "'official' or 'small'", self.preset)
-        self.image_size = _int(f"{key}.image_size", self.image_size, 16)
+        self.image_size = _int(f"{key}.image_size", self.image_size, 16, MAX_IMAGE_SIZE)
         self.num_kp = _int(f"{key}.num_kp", self.num_kp, 1)
         self.width = _int(f"{key}.width", self.width, 1)
         for part in ("motion", "generator"):
             if not isinstance(getattr(self, part), Mapping):
                 _fail(f"{key}.{part}", "a mapping of field overrides", getattr(self, part))
+            _check_keys(f"{key}.{part}", getattr(self, part))
         self.build()  # surfaces inconsistent sizes now, naming the section
 
     def build(self) -> ModelConfig:
@@ -190,7 +205,7 @@ class DataSection:
             setattr(self, name, _bool(f"{key}.{name}", getattr(self, name)))
         self.repeats = _int(f"{key}.repeats", self.repeats, 1)
         self.batch_size = _int(f"{key}.batch_size", self.batch_size, 1)
-        self.num_workers = _int(f"{key}.num_workers", self.num_workers, 0)
+        self.num_workers = _int(f"{key}.num_workers", self.num_workers, 0, MAX_NUM_WORKERS)
         self.cache_mb = _int(f"{key}.cache_mb", self.cache_mb, 0)
 
 
@@ -292,6 +307,8 @@ class LossSection(LossWeights):
     equivariance: EquivarianceSection = field(default_factory=EquivarianceSection)
 
     def check(self, key: str = "loss") -> None:
+        if not isinstance(self.start_iters, Mapping):
+            _fail(f"{key}.start_iters", "a mapping term -> iteration, e.g. {gan: 5001}", self.start_iters)
         try:
             self.weights()
         except ValueError as exc:
@@ -392,6 +409,7 @@ class TrainConfig:
         """Build and validate from nested mappings (unknown keys are a ConfigError)."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
+        _check_keys("", data)
         top = {"name", "seed", *_SECTIONS}
         unknown = sorted(set(data) - top)
         if unknown:
@@ -413,6 +431,7 @@ class TrainConfig:
 def _section_from_dict(klass, values: Any, key: str):
     if not isinstance(values, Mapping):
         raise ConfigError(f"config {key}: expected a mapping, got {values!r}")
+    _check_keys(key, values)
     names = {f.name for f in dataclasses.fields(klass)}
     unknown = sorted(set(values) - names)
     if unknown:
@@ -499,7 +518,10 @@ def load_config(path: str | os.PathLike | None = None,
             shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
             raise FileNotFoundError(f"--config {os.fspath(path)!r}: no such file (shipped configs: {shipped})")
         try:
-            data = yaml.safe_load(file.read_text()) or {}
+            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"--config {str(file)!r}: not a text (UTF-8) YAML file: byte {exc.start} "
+                              f"cannot be decoded") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"--config {str(file)!r}: not valid YAML: {exc}") from None
         if not isinstance(data, dict):

@@ -44,6 +44,7 @@ __all__ = [
     "render_video",
     "frame_parameters",
     "write_dataset",
+    "FPS_RANGE",
     "main",
 ]
 
@@ -123,6 +124,25 @@ def _sines(rng: np.random.Generator, n: int, amp: tuple[float, float], freq: tup
             "phase": rng.uniform(0, 2 * math.pi, n).round(5).tolist()}
 
 
+#: Frame rates accepted by :func:`write_dataset` and ``--fps`` (frames per second).
+FPS_RANGE = (1.0, 240.0)
+#: The longest motion :func:`sample_motion` draws (seconds; one day).
+MAX_DURATION = 86400.0
+
+
+def _check_fps(fps) -> None:
+    lo, hi = FPS_RANGE
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)) \
+            or not lo <= fps <= hi:
+        raise ValueError(f"fps must be a number in [{lo:g}, {hi:g}], got {fps!r}")
+
+
+def _check_duration(duration) -> None:
+    if isinstance(duration, bool) or not isinstance(duration, (int, float, np.integer, np.floating)) \
+            or not 0 < duration <= MAX_DURATION:
+        raise ValueError(f"duration must be > 0 and <= {MAX_DURATION:g} seconds, got {duration!r}")
+
+
 def _check_head_motion(head_motion) -> None:
     if isinstance(head_motion, bool) or not isinstance(head_motion, (int, float)) \
             or not math.isfinite(head_motion) or head_motion < 0:
@@ -138,8 +158,7 @@ def sample_motion(rng: np.random.Generator, duration: float, head_motion: float 
     roll, translation, zoom); 1 is a calm speaker, 0 a still head that only talks and
     blinks. The same seed draws the same random numbers whatever its value.
     """
-    if not duration > 0:
-        raise ValueError(f"duration must be > 0 seconds, got {duration!r}")
+    _check_duration(duration)
     _check_head_motion(head_motion)
     blinks = []
     t = rng.uniform(0.1, 0.8) * min(duration, 2.5)  # at least one blink in the first 2 s
@@ -636,7 +655,9 @@ def write_dataset(out: str | os.PathLike, videos: int = 200, frames: int = 64, s
     video list; the returned dict adds ``seconds``). Each identity has
     ``videos_per_identity`` clips; the test identities differ from the training ones.
     The output depends only on the arguments (not on ``workers``, the number of
-    processes, 0 = one per core); files are written atomically.
+    processes, 0 = one per core). ``fps`` must lie in :data:`FPS_RANGE`. The dataset is
+    built in a hidden folder and moved into ``out`` only once complete: a failed run leaves
+    ``out`` as it was (with ``overwrite``, an older dataset is replaced only then).
     ``progress(done, total)`` is called after each video. ``head_motion`` scales the
     head-pose amplitudes (see :func:`sample_motion`).
     """
@@ -652,53 +673,122 @@ def write_dataset(out: str | os.PathLike, videos: int = 200, frames: int = 64, s
         raise ValueError(f"format must be 'mp4' or 'png', got {format!r}")
     if not 0.0 <= float(test_fraction) < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
-    if not fps > 0:
-        raise ValueError(f"fps must be > 0, got {fps!r}")
+    _check_fps(fps)
+    if frames / fps > MAX_DURATION:
+        raise ValueError(f"frames / fps must be <= {MAX_DURATION:g} seconds per video, got {frames} / {fps}")
     _check_head_motion(head_motion)
     if format == "mp4" and size % 2:
         raise ValueError(f"size must be even for format='mp4' (yuv420p), got {size!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"out {str(out)!r} exists and is not a folder")
-    owned = [out / "train", out / "test", out / "meta", out / "synth.json"]
-    existing = [p for p in owned if p.exists()]
+    existing = [out / name for name in _OWNED if (out / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"out {str(out)!r} already holds a dataset ({existing[0].name}); "
                               f"pass overwrite=True (--overwrite) to replace it")
-    for p in existing:
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
     plan = _plan(videos, float(test_fraction), videos_per_identity)
-    for split in ("train", "test"):
-        (out / split).mkdir(parents=True, exist_ok=True)
-    jobs = [(str(out), split, ident, clip, seed, frames, size, float(fps), format, float(head_motion))
-            for split, ident, clip in plan]
-    start = time.perf_counter()
+    created = _missing_folders(Path(os.path.abspath(out)))
+    stage = _staging_folder(out)
+    try:
+        for split in ("train", "test"):
+            (stage / split).mkdir()
+        jobs = [(str(stage), split, ident, clip, seed, frames, size, float(fps), format, float(head_motion))
+                for split, ident, clip in plan]
+        start = time.perf_counter()
+        listing = _render_all(jobs, workers, progress)
+        summary = {
+            "generator": "mcc_fast.training.synth", "version": _VERSION, "seed": seed, "videos": videos,
+            "frames": frames, "size": size, "fps": fps, "format": format, "test_fraction": test_fraction,
+            "videos_per_identity": videos_per_identity, "head_motion": float(head_motion),
+            "num_train": sum(1 for e in listing if e["split"] == "train"),
+            "num_test": sum(1 for e in listing if e["split"] == "test"),
+            "list": listing,
+        }
+        _write_json(stage / "synth.json", summary)
+        _install(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in created:  # deepest first; only the empty folders this run made
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise
+    return summary | {"seconds": round(time.perf_counter() - start, 3)}
+
+
+_OWNED = ("train", "test", "meta", "synth.json")  # what a dataset is made of inside `out`
+
+
+def _render_all(jobs: list[tuple], workers: int, progress: Callable[[int, int], None] | None) -> list[dict]:
+    """Run :func:`_make_video` on every job (in ``workers`` processes); the listing in job order."""
     listing = []
     if workers == 1 or len(jobs) == 1:
         for job in jobs:
             listing.append(_make_video(job))
             if progress is not None:
                 progress(len(listing), len(jobs))
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        return listing
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded torch process
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker) as pool:
-            for entry in pool.map(_make_video, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
-                listing.append(entry)
-                if progress is not None:
-                    progress(len(listing), len(jobs))
-    summary = {
-        "generator": "mcc_fast.training.synth", "version": _VERSION, "seed": seed, "videos": videos,
-        "frames": frames, "size": size, "fps": fps, "format": format, "test_fraction": test_fraction,
-        "videos_per_identity": videos_per_identity, "head_motion": float(head_motion),
-        "num_train": sum(1 for e in listing if e["split"] == "train"),
-        "num_test": sum(1 for e in listing if e["split"] == "test"),
-        "list": listing,
-    }
-    _write_json(out / "synth.json", summary)
-    return summary | {"seconds": round(time.perf_counter() - start, 3)}
+    ctx = multiprocessing.get_context("spawn")  # no fork of a threaded torch process
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker) as pool:
+        for entry in pool.map(_make_video, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
+            listing.append(entry)
+            if progress is not None:
+                progress(len(listing), len(jobs))
+    return listing
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    return missing
+
+
+def _staging_folder(out: Path) -> Path:
+    """A new hidden folder to build the dataset in, on the same file system as ``out``
+    (inside it when it exists, else next to it), so a failed run leaves nothing half-made."""
+    import tempfile
+
+    if out.is_dir():
+        return Path(tempfile.mkdtemp(prefix=".synth-", dir=out))
+    out = Path(os.path.abspath(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=out.parent))
+
+
+def _install(stage: Path, out: Path) -> None:
+    """Move the finished dataset from ``stage`` into ``out``: a rename when ``out`` is new,
+    else the entries of :data:`_OWNED` replace those in ``out`` (other files stay; the old
+    entries are put back if a move fails)."""
+    if not out.exists():
+        os.replace(stage, out)
+        return
+    replaced = stage / ".replaced"
+    replaced.mkdir()
+    try:
+        for name in _OWNED:
+            if (out / name).exists():
+                os.replace(out / name, replaced / name)
+        for name in _OWNED:
+            if (stage / name).exists():
+                os.replace(stage / name, out / name)
+    except BaseException:
+        for name in _OWNED:
+            if (replaced / name).exists():
+                if (out / name).is_dir():
+                    shutil.rmtree(out / name)
+                elif (out / name).exists():
+                    (out / name).unlink()
+                os.replace(replaced / name, out / name)
+        raise
+    shutil.rmtree(stage)
 
 
 def main(argv: list[str] | None = None) -> int:

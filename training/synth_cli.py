@@ -42,7 +42,8 @@ def _float_type(expected: str, accept):
 
 
 _fraction = _float_type("a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
-_positive_float = _float_type("a positive number", lambda v: v > 0)
+_FPS_MIN, _FPS_MAX = 1, 240  # = synth.FPS_RANGE (not imported here: building the parser stays cheap)
+_fps = _float_type(f"a frame rate in [{_FPS_MIN}, {_FPS_MAX}]", lambda v: _FPS_MIN <= v <= _FPS_MAX)
 _non_negative_float = _float_type("a finite number >= 0", lambda v: 0 <= v < float("inf"))
 
 
@@ -59,7 +60,8 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="fraction of videos in test/, with unseen identities (default 0.1)")
     parser.add_argument("--videos-per-identity", type=_int_at_least(1), default=2,
                         help="clips per synthetic person, named id#clip (default 2)")
-    parser.add_argument("--fps", type=_positive_float, default=25.0, help="frame rate (default 25)")
+    parser.add_argument("--fps", type=_fps, default=25.0,
+                        help=f"frame rate, {_FPS_MIN} to {_FPS_MAX} frames per second (default 25)")
     parser.add_argument("--head-motion", type=_non_negative_float, default=1.0, metavar="SCALE",
                         help="multiply the head-pose amplitudes (yaw, pitch, roll, translation, zoom); "
                              "0 = a still head (default 1)")
@@ -71,8 +73,10 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    """Run ``synth`` with parsed arguments; prints a summary and returns 0 (1 on a
-    usage error, with the message on stderr)."""
+    """Run ``synth`` with parsed arguments; prints a summary and returns 0 (2 on a
+    usage error, with the message on stderr, as the other ``mcc-fast`` commands)."""
+    from mcc_fast.io.paths import output_folder
+
     from .synth import write_dataset
 
     def progress(done: int, total: int) -> None:
@@ -80,14 +84,15 @@ def run_synth(args: argparse.Namespace) -> int:
             print(f"synth: {done}/{total} videos", file=sys.stderr, flush=True)
 
     try:
+        output_folder(args.out, "--out")
         summary = write_dataset(
             args.out, videos=args.videos, frames=args.frames, size=args.size, seed=args.seed, format=args.format,
             test_fraction=args.test_fraction, videos_per_identity=args.videos_per_identity, fps=args.fps,
             workers=args.workers, overwrite=args.overwrite, progress=progress, head_motion=args.head_motion,
         )
-    except (ValueError, FileExistsError, NotADirectoryError) as exc:
+    except (ValueError, OSError) as exc:
         print(f"mcc-fast synth: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     if not args.quiet:
         secs = summary["seconds"]
         frames = summary["videos"] * summary["frames"]

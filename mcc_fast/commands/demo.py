@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from ..assets import DEMO_DRIVING, DEMO_MODEL, DEMO_MODEL_NOTE, DEMO_SOURCE
 
@@ -34,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..cli import CommandError
+    from ..io.paths import output_folder
     from ..io.video import VideoWriter, atomic_output, iter_video_frames, probe_video, read_image
     from ..model import Model
 
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"the demo asset {path} is missing from this installation (reinstall mcc_fast)")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise CommandError("--device cuda was requested but no CUDA GPU is available")
-    out = Path(args.output)
+    out = output_folder(args.output, "--output")
     out.mkdir(parents=True, exist_ok=True)
     targets = [out / "out.mp4", out / "side_by_side.mp4", out / "contact_sheet.png"]
     existing = [str(t) for t in targets if t.exists()]

@@ -14,6 +14,8 @@ import argparse
 import os
 from pathlib import Path
 
+from ..cli import positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `train` options."""
@@ -42,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="local torchvision-format VGG19 weights for the perceptual loss (vgg19-dcbb9e9d.pth)")
     vgg.add_argument("--random-vgg", action="store_true",
                      help="random VGG19 weights for the perceptual loss (smoke runs only)")
-    parser.add_argument("--stop-at", type=int, default=None, metavar="STEP",
-                        help="stop (with a checkpoint) after this iteration, as if interrupted")
+    parser.add_argument("--stop-at", type=positive_int, default=None, metavar="STEP",
+                        help="stop (with a checkpoint) after this iteration (>= 1), as if interrupted")
 
 
 def build_config(args: argparse.Namespace):
@@ -71,10 +73,13 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Train; returns 0 when finished or stopped cleanly (a checkpoint was written)."""
+    from mcc_fast.io.paths import output_folder
     from mcc_fast.training.trainer import train
 
+    if args.out is not None:
+        output_folder(args.out, "--out")
     config = build_config(args)
-    out = Path(args.out) if args.out else Path("runs") / config.name
+    out = Path(args.out) if args.out is not None else Path("runs") / config.name
     result = train(config, out, resume=args.resume, init_from=args.init_from, stop_at=args.stop_at,
                    overwrite=getattr(args, "overwrite", False))
     if os.environ.get("RANK", "0") != "0":

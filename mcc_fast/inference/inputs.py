@@ -122,7 +122,9 @@ def to_image_tensor(image: Any, *, name: str = "image", device: torch.device | s
     if pil_type is not None and isinstance(image, pil_type):
         if image.width == 0 or image.height == 0:
             raise ValueError(f"{name}: empty image ({image.width}x{image.height})")
-        image = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        from ..io.video import pil_to_rgb8
+
+        image = pil_to_rgb8(image)  # 16-bit grey scaled to 8 bits, not clipped
     if isinstance(image, (list, tuple)):
         if not image:
             raise ValueError(f"{name}: empty list of images")

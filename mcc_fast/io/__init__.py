@@ -5,6 +5,7 @@ streaming H.264 encode with the driving video's frame rate and audio, atomic out
 """
 from __future__ import annotations
 
+from .paths import output_folder
 from .video import (
     IMAGE_EXTENSIONS,
     VIDEO_OUTPUT_EXTENSIONS,
@@ -27,6 +28,7 @@ __all__ = [
     "VideoWriter",
     "atomic_output",
     "iter_video_frames",
+    "output_folder",
     "probe_video",
     "read_image",
 ]

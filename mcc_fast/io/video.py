@@ -182,8 +182,21 @@ def iter_video_frames(path: str | os.PathLike, max_frames: int | None = None,
             raise VideoReadError(f"{what} {str(path)!r}: decoding failed after {count} frames ({exc})") from None
 
 
+def pil_to_rgb8(img: Any) -> np.ndarray:
+    """uint8 RGB (H, W, 3) of a loaded PIL image; 16-bit grey (modes I;16*, and I within
+    0..65535) is scaled to 0..255 (value / 257, rounded), not clipped."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        grey = np.asarray(img).astype(np.int64)
+        if grey.size and (grey.min() < 0 or grey.max() > 65535):
+            raise ValueError(f"mode {img.mode} values {grey.min()}..{grey.max()}; expected 16-bit values 0..65535")
+        grey = ((grey + 128) // 257).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
 def read_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
-    """Read a still image as uint8 RGB (H, W, 3) (grey, palette and RGBA are converted).
+    """Read a still image as uint8 RGB (H, W, 3) (grey, 16-bit grey, palette and RGBA are
+    converted).
 
     Raises VideoReadError (naming it `what`) when it is missing or not a readable image.
     """
@@ -197,7 +210,7 @@ def read_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+            return pil_to_rgb8(img)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise VideoReadError(f"{what} {str(path)!r} is not a readable image ({exc})") from None
 

@@ -32,6 +32,12 @@ def _default_start_iters() -> dict[str, int]:
     return {"gan": 5001}
 
 
+def _check_start_iters(value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"LossWeights.start_iters must be a mapping term -> iteration, e.g. {{gan: 5001}}, "
+                         f"got {value!r}")
+
+
 @dataclass
 class LossWeights:
     """Loss weights (official defaults) and per-term start iterations.
@@ -67,14 +73,14 @@ class LossWeights:
             setattr(self, name, float(value))
         if not isinstance(self.adaptive_gan, bool):
             raise ValueError(f"LossWeights.adaptive_gan must be a bool, got {self.adaptive_gan!r}")
-        layer_weights = tuple(self.perceptual_layer_weights)
-        if len(layer_weights) != 5 or any(not isinstance(w, (int, float)) or w < 0 for w in layer_weights):
+        layer_weights = self.perceptual_layer_weights
+        if not isinstance(layer_weights, (list, tuple)) or len(layer_weights) != 5 or any(
+                isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < math.inf for w in layer_weights):
             raise ValueError(
                 f"LossWeights.perceptual_layer_weights must be 5 numbers >= 0, got {self.perceptual_layer_weights!r}"
             )
         self.perceptual_layer_weights = tuple(float(w) for w in layer_weights)
-        if not isinstance(self.start_iters, Mapping):
-            raise ValueError(f"LossWeights.start_iters must be a mapping term -> int, got {self.start_iters!r}")
+        _check_start_iters(self.start_iters)
         starts = {}
         for term, start in self.start_iters.items():
             if term not in LOSS_TERMS:
@@ -116,5 +122,6 @@ class LossWeights:
             raise ValueError(f"unknown loss weight keys {unknown}; known keys are {sorted(known)}")
         kwargs = dict(data)
         if "start_iters" in kwargs:
+            _check_start_iters(kwargs["start_iters"])
             kwargs["start_iters"] = {**_default_start_iters(), **dict(kwargs["start_iters"])}
         return cls(**kwargs)

@@ -1,0 +1,21 @@
+"""Checks of the output folders named on the command line (errors name the option)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["output_folder"]
+
+
+def output_folder(path: str | os.PathLike, option: str) -> Path:
+    """`path` as a Path after checking it can be a folder: not empty, and neither it nor a
+    parent an existing file. Raises ValueError / NotADirectoryError naming `option`."""
+    text = os.fspath(path)
+    if not str(text).strip():
+        raise ValueError(f"{option} is empty: expected a folder path")
+    folder = Path(text)
+    for p in (folder, *folder.parents):
+        if p.exists() and not p.is_dir():
+            where = "it" if p == folder else f"its parent {str(p)!r}"
+            raise NotADirectoryError(f"{option} {text!r}: expected a folder, but {where} is an existing file")
+    return folder

@@ -1,0 +1,83 @@
+"""`mcc-fast train` and its config: bad input is one clear line naming the key or option (exit 2)."""
+from __future__ import annotations
+
+import pytest
+
+from mcc_fast.cli import main
+from mcc_fast.training.config import ConfigError, load_config
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("text, where", [
+    ("1: 2\nfoo: 3\n", "config: key 1 (int)"),
+    ("model: {1: 2, foo: 3}\n", "config model: key 1 (int)"),
+    ("model: {motion: {1: 2, foo: 3}}\n", "config model.motion: key 1 (int)"),
+    ("loss: {equivariance: {true: 1, points_tps: 3}}\n", "config loss.equivariance: key True (bool)"),
+])
+def test_non_text_keys_are_named(tmp_path, text, where):
+    path = tmp_path / "intkey.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"^" + where.replace("(", r"\(").replace(")", r"\)") + ".*field name"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override", ["loss.start_iters=5", "loss.start_iters=null", "loss.start_iters=[gan]"])
+def test_start_iters_must_be_a_mapping(override):
+    with pytest.raises(ConfigError, match=r"loss\.start_iters: expected a mapping"):
+        load_config("smoke", [override])
+
+
+def test_start_iters_in_yaml_and_a_good_one(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("loss: {start_iters: 5}\n")
+    with pytest.raises(ConfigError, match=r"loss\.start_iters"):
+        load_config(path)
+    assert load_config("smoke", ["loss.start_iters={gan: 7}"]).loss.start_iter("gan") == 7
+
+
+def test_binary_config_names_the_file(tmp_path, capsys):
+    path = tmp_path / "model.bin"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match="model.bin.*not a text"):
+        load_config(path)
+    assert "model.bin" in _error(capsys, ["train", "--config", str(path)])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("data.num_workers=1000", "data.num_workers"), ("data.num_workers=65", "data.num_workers"),
+    ("model.image_size=100000", "model.image_size"), ("model.image_size=1025", "model.image_size"),
+])
+def test_sizes_are_bounded(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + r": expected an integer in \["):
+        load_config("smoke", [override])
+
+
+def test_bounds_themselves_are_accepted():
+    config = load_config("smoke", ["data.num_workers=64"])
+    assert config.data.num_workers == 64
+    with pytest.raises(ConfigError) as exc:  # 1024 passes the bound (the small preset may still refuse it)
+        load_config("smoke", ["model.image_size=1024", "model.width=0"])
+    assert "image_size" not in str(exc.value)
+
+
+@pytest.mark.parametrize("step", ["0", "-5", "x", "1.5"])
+def test_stop_at_must_be_at_least_one(capsys, step):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--config", "smoke", "--stop-at", step])
+    assert exc.value.code == 2
+    assert "--stop-at" in capsys.readouterr().err
+
+
+def test_out_must_be_a_folder(tmp_path, capsys):
+    src = tmp_path / "src.png"
+    src.write_bytes(b"not a folder")
+    for out, says in ((src, "it is an existing file"), (src / "run", "its parent"), ("", "empty")):
+        err = _error(capsys, ["train", "--config", "smoke", "--out", str(out)])
+        assert "--out" in err and says in err and "Errno" not in err
+    assert src.read_bytes() == b"not a folder"
