@@ -339,3 +339,29 @@ def test_sequence_unreadable_video(corrupt_root):
     assert len(messages) == ds.num_unreadable and any("x#1.mp4" in m for m in messages)
     assert not items["x#1.mp4"]["ok"] and items["x#1.mp4"]["video"].shape == (0, 3, S, S)
     assert items["a#1.mp4"]["ok"] and ds.num_unreadable >= 2
+
+
+def test_a_stream_whose_frame_size_changes_is_an_unreadable_video(tmp_path):
+    """Two MPEG-2 program streams of different sizes, concatenated (a resolution change
+    mid-stream): VideoReadError naming the file, which the datasets skip and count."""
+    av = pytest.importorskip("av")
+
+    def write(path, w, h):
+        container = av.open(str(path), "w", format="mpeg")
+        stream = container.add_stream("mpeg2video", rate=25)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(6):
+            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), 40 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+        container.close()
+        return path.read_bytes()
+
+    joined = tmp_path / "joined.mpg"
+    joined.write_bytes(write(tmp_path / "a.mpg", 64, 64) + write(tmp_path / "b.mpg", 96, 48))
+    with pytest.raises(VideoReadError, match=r"joined\.mpg.*different sizes"):
+        read_video_frames_at(joined, list(range(12)))
+    with pytest.raises(VideoReadError, match="different sizes"):
+        read_video_frames(joined)

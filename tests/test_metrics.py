@@ -591,3 +591,24 @@ def test_runner_reports_items_with_an_error_as_failed():
                                  metrics=["l1"], progress=False, log=messages.append)
     assert results["failed"] == [{"name": "bad", "error": "unreadable or empty video"}]
     assert results["num_videos"] == 1 and any("unreadable or empty video" in m for m in messages)
+
+
+def test_frames_that_are_not_minus_one_to_one_images_are_refused():
+    with pytest.raises(ValueError, match=r"float frames must be images in \[-1, 1\]"):
+        psnr(torch.full((1, 3, 8, 8), 200.0), torch.full((1, 3, 8, 8), 10.0))
+    with pytest.raises(ValueError, match="no frames"):
+        l1(torch.zeros(0, 3, 8, 8), torch.zeros(0, 3, 8, 8))
+    slightly_out = torch.full((1, 3, 8, 8), 1.2)  # a decoder's raw output: clamped
+    assert l1(slightly_out, torch.full((1, 3, 8, 8), 255, dtype=torch.uint8)) == 0.0
+
+
+def test_runner_skips_a_video_whose_loader_raises_anything():
+    good = torch.zeros(2, 3, 8, 8)
+
+    def broken():
+        raise KeyError("missing clip")
+
+    results = evaluate_sequences([("ok", good, good), ("bad", broken, good)], metrics="l1", progress=False,
+                                 device="cpu", log=lambda _: None)
+    assert results["num_videos"] == 1
+    assert results["failed"][0]["name"] == "bad" and "KeyError" in results["failed"][0]["error"]

@@ -108,6 +108,10 @@ def test_resume_continues_exactly(data_root, tmp_path):
     assert state_a["data"] == state_b["data"]
     assert torch.equal(state_a["optimizers"]["discriminator"]["state"][0]["exp_avg"],
                        state_b["optimizers"]["discriminator"]["state"][0]["exp_avg"])
+    with pytest.raises(ConfigError, match="--stop-at 2: the run is already at step 3"):
+        train(tiny_config(data_root, *settings), tmp_path / "split", resume=first.checkpoint, stop_at=2)
+    assert sorted(p.name for p in (tmp_path / "split" / "checkpoints").iterdir() if p.name.startswith("step_")) \
+        == ["step_00000003", "step_00000006"]  # nothing written by the refused run
 
 
 def test_resume_applies_changed_optimizer_settings(data_root, tmp_path):
@@ -529,3 +533,14 @@ def test_training_benchmark_compares_runs(capsys):
     assert lines[2]["compare"] == ["fp32:fused", "fp32:reference"] and lines[2]["speedup"] > 0
     with pytest.raises(SystemExit):
         benchmark.main(["--runs", "fp32:fast"])
+
+
+def test_resume_over_a_changed_training_set_says_the_data_order_restarts(data_root, tmp_path):
+    first = train(tiny_config(data_root, "train.total_iter=4"), tmp_path / "run", stop_at=2)
+    assert first.checkpoint.name == "step_00000002"
+    state = load_checkpoint(first.checkpoint).state
+    assert state["data"]["dataset_size"] == 12  # 6 training videos x 2 repeats
+    second = train(tiny_config(data_root, "train.total_iter=4", "data.repeats=3"), tmp_path / "run", resume="latest")
+    assert second.step == 4
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "the training set changed (12 -> 18 pairs per epoch); the data order restarts" in log

@@ -98,7 +98,8 @@ class MicroBatchStream:
     def position(self) -> dict:
         """The data position of the next step (saved in checkpoints)."""
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                "global_batch": self.sampler.global_batch, "steps_per_epoch": self.sampler.steps_per_epoch}
+                "global_batch": self.sampler.global_batch, "steps_per_epoch": self.sampler.steps_per_epoch,
+                "dataset_size": self.sampler.dataset_size}
 
     def _start_epoch(self) -> None:
         if self.step_in_epoch >= self.sampler.steps_per_epoch:

@@ -140,6 +140,14 @@ def _scheduled_lr(lr: float, milestones, gamma: float, step: int) -> float:
     return lr
 
 
+def _data_changed(position: dict, sampler) -> bool:
+    """Whether a saved data position was taken over another training set (its size, or for
+    older checkpoints its steps per epoch, differ)."""
+    if "dataset_size" in position:
+        return position["dataset_size"] != sampler.dataset_size
+    return position.get("steps_per_epoch", sampler.steps_per_epoch) != sampler.steps_per_epoch
+
+
 def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
@@ -307,6 +315,12 @@ class Trainer:
             # Another world size or batch: keep the epoch, restart it (not an exact resume).
             self.monitor.info(f"resume: global batch {position['global_batch']} -> {self.sampler.global_batch}; "
                               "the data order restarts at the current epoch")
+            position = {"epoch": position["epoch"], "step_in_epoch": 0}
+        elif _data_changed(position, self.sampler):
+            # The training set changed: the saved position indexes another permutation.
+            self.monitor.info(f"resume: the training set changed ({position.get('dataset_size', '?')} -> "
+                              f"{self.sampler.dataset_size} pairs per epoch); the data order restarts at the "
+                              "current epoch (not an exact resume)")
             position = {"epoch": position["epoch"], "step_in_epoch": 0}
         self.stream = MicroBatchStream(loader, self.sampler, position["epoch"],
                                        min(position["step_in_epoch"], self.sampler.steps_per_epoch))
@@ -602,7 +616,13 @@ class Trainer:
     # ---- the loop ------------------------------------------------------------------------------
 
     def train(self, stop_at: int | None = None) -> TrainResult:
-        """Train until `train.total_iter` (or `stop_at`, then checkpoint as if interrupted)."""
+        """Train until `train.total_iter` (or `stop_at`, then checkpoint as if interrupted).
+
+        A `stop_at` at or before the current (resumed) step is a ConfigError: nothing would be
+        trained, and a checkpoint past it would be written."""
+        if stop_at is not None and stop_at <= self.step:
+            raise ConfigError(f"--stop-at {stop_at}: the run is already at step {self.step} "
+                              f"(resumed); give a later step, up to train.total_iter = {self.config.train.total_iter}")
         cfg = self.config
         log, every = cfg.log, cfg.checkpoint.every
         if self.ctx.is_main and self.out_dir is not None:

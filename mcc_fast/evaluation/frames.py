@@ -27,7 +27,9 @@ def as_uint8_frames(frames, name: str = "frames") -> torch.Tensor:
     """Any accepted frame batch -> uint8 tensor (B, 3, H, W) on the input's device.
 
     Raises TypeError/ValueError naming ``name`` for anything else (wrong rank, not 3
-    channels, an integer dtype other than uint8, NaN in a float frame).
+    channels, no frames, an integer dtype other than uint8, NaN in a float frame, float
+    values beyond +-2: not [-1, 1] images, e.g. 0-255 floats). Float values slightly outside
+    [-1, 1] (a decoder's raw output) are clamped.
     """
     if isinstance(frames, np.ndarray):
         array = frames
@@ -44,12 +46,17 @@ def as_uint8_frames(frames, name: str = "frames") -> torch.Tensor:
         raise ValueError(
             f"{name} must be frames (B, 3, H, W) (tensor) or (B, H, W, 3) (numpy), got shape {tuple(frames.shape)}"
         )
+    if tensor.shape[0] == 0:
+        raise ValueError(f"{name} holds no frames (shape {tuple(tensor.shape)})")
     if tensor.dtype == torch.uint8:
         return tensor
     if not tensor.is_floating_point():
         raise TypeError(f"{name} must be uint8 (0-255) or floating in [-1, 1], got {tensor.dtype}")
     if torch.isnan(tensor).any():
         raise ValueError(f"{name} contains NaN")
+    if tensor.numel() and float(tensor.detach().abs().max()) > 2.0:
+        raise ValueError(f"{name}: float frames must be images in [-1, 1], got values in "
+                         f"[{float(tensor.min()):.3g}, {float(tensor.max()):.3g}] (pass 0-255 images as uint8)")
     scaled = (tensor.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5
     return scaled.round_().to(torch.uint8)
 

@@ -100,6 +100,12 @@ def read_video_frames(path: str | os.PathLike, max_frames: int | None = None) ->
         frames = list(iter_video_frames(path, max_frames=max_frames))
     if not frames:
         raise VideoReadError(f"video {str(path)!r} has no frames")
+    return _stack_frames(frames, path)
+
+
+def _stack_frames(frames: Sequence[np.ndarray], path) -> np.ndarray:
+    """(F, H, W, 3) of equally sized frames; VideoReadError naming `path` otherwise (a stream
+    whose resolution changes is unusable, like an unreadable one)."""
     shapes = {f.shape for f in frames}
     if len(shapes) != 1:
         raise VideoReadError(f"frames of {str(path)!r} have different sizes: {sorted(shapes)}")
@@ -144,7 +150,7 @@ def read_video_frames_at(path: str | os.PathLike, indices: Sequence[int]) -> np.
             for i in wanted:
                 if i >= count:
                     picked[i] = tail
-    return np.stack([picked[i] for i in wanted])
+    return _stack_frames([picked[i] for i in wanted], path)
 
 
 def resize_frames(frames: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
