@@ -365,3 +365,23 @@ def test_a_stream_whose_frame_size_changes_is_an_unreadable_video(tmp_path):
         read_video_frames_at(joined, list(range(12)))
     with pytest.raises(VideoReadError, match="different sizes"):
         read_video_frames(joined)
+
+
+def test_stretched_videos_warn_once_each(tmp_path):
+    import warnings
+
+    from mcc_fast.training.data.datasets import AspectRatioWarning
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    write_video(folder / "wide.mp4", np.zeros((4, 48, 80, 3), np.uint8), fps=25)
+    write_video(folder / "square.mp4", np.zeros((4, 64, 64, 3), np.uint8), fps=25)
+    videos = VideoFolder(folder, size=S)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            for index in range(len(videos)):
+                assert videos.frames(index).shape[1:] == (S, S, 3)
+                videos.frames(index, [0, 2])
+    stretched = [w for w in caught if issubclass(w.category, AspectRatioWarning)]
+    assert len(stretched) == 1 and "wide.mp4: 80x48 frames stretched to 32x32" in str(stretched[0].message)

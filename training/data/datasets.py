@@ -39,6 +39,7 @@ from .video_io import (
 )
 
 __all__ = [
+    "AspectRatioWarning",
     "UnreadableVideoWarning",
     "VideoEntry",
     "identity_of",
@@ -55,6 +56,10 @@ _DEFAULT_CACHE_BYTES = 256 * 2**20
 
 class UnreadableVideoWarning(RuntimeWarning):
     """A video was skipped because it could not be read or decoded."""
+
+
+class AspectRatioWarning(UserWarning):
+    """A video's frames were resized to another aspect ratio (stretched): crop them first."""
 
 
 @dataclass(frozen=True)
@@ -177,10 +182,23 @@ class VideoFolder:
         self._decode_failures: dict[int, str] = {}  # a full decode fails
         self._bad = torch.zeros(len(self.entries), dtype=torch.uint8).share_memory_()
         self._warned: set[int] = set()
+        self._stretched: set[int] = set()
         self._last: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def _resize(self, frames: np.ndarray, index: int) -> np.ndarray:
+        """resize_frames to the dataset's size, with one AspectRatioWarning per video (per
+        process) when that stretches it (aspect ratios differ by more than 1%)."""
+        h, w = frames.shape[-3:-1]
+        out_h, out_w = self.size
+        if index not in self._stretched and h and w and abs((w / h) / (out_w / out_h) - 1) > 0.01:
+            self._stretched.add(index)
+            warnings.warn(f"{self.entries[index].name}: {w}x{h} frames stretched to {out_w}x{out_h} "
+                          "(another aspect ratio); crop the videos to the training aspect first",
+                          AspectRatioWarning, stacklevel=3)
+        return resize_frames(frames, self.size)
 
     @property
     def num_unreadable(self) -> int:
@@ -244,7 +262,7 @@ class VideoFolder:
             if known:
                 raise VideoReadError(known)
             try:
-                clip = resize_frames(read_video_frames(self.entries[index].path, max_frames), self.size)
+                clip = self._resize(read_video_frames(self.entries[index].path, max_frames), index)
             except VideoReadError as exc:
                 if max_frames is None:
                     self._decode_failures[index] = str(exc)
@@ -261,7 +279,7 @@ class VideoFolder:
         if image is None:
             image = read_image(self._files(index)[frame])
             if image.shape[:2] != self.size:
-                image = resize_frames(image, self.size)
+                image = self._resize(image, index)
             self.cache.put(key, image)
         return image
 
@@ -308,7 +326,7 @@ class VideoFolder:
                 return clip[np.minimum(idx, len(clip) - 1)]
             if index in self._open_failures:
                 raise VideoReadError(self._open_failures[index])
-            return resize_frames(read_video_frames_at(self.entries[index].path, idx.tolist()), self.size)
+            return self._resize(read_video_frames_at(self.entries[index].path, idx.tolist()), index)
         except VideoReadError as exc:
             self._mark_bad(index, str(exc))
             raise
