@@ -130,16 +130,19 @@ FPS_RANGE = (1.0, 240.0)
 MAX_DURATION = 86400.0
 
 
+def _is_number(value) -> bool:
+    """A real number (Python or numpy; not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+
+
 def _check_fps(fps) -> None:
     lo, hi = FPS_RANGE
-    if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)) \
-            or not lo <= fps <= hi:
+    if not _is_number(fps) or not lo <= fps <= hi:
         raise ValueError(f"fps must be a number in [{lo:g}, {hi:g}], got {fps!r}")
 
 
 def _check_duration(duration) -> None:
-    if isinstance(duration, bool) or not isinstance(duration, (int, float, np.integer, np.floating)) \
-            or not 0 < duration <= MAX_DURATION:
+    if not _is_number(duration) or not 0 < duration <= MAX_DURATION:
         raise ValueError(f"duration must be > 0 and <= {MAX_DURATION:g} seconds, got {duration!r}")
 
 

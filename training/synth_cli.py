@@ -9,6 +9,8 @@ import argparse
 import sys
 from typing import Sequence
 
+from .synth import FPS_RANGE
+
 __all__ = ["add_synth_arguments", "run_synth", "main"]
 
 
@@ -42,8 +44,8 @@ def _float_type(expected: str, accept):
 
 
 _fraction = _float_type("a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
-_FPS_MIN, _FPS_MAX = 1, 240  # = synth.FPS_RANGE (not imported here: building the parser stays cheap)
-_fps = _float_type(f"a frame rate in [{_FPS_MIN}, {_FPS_MAX}]", lambda v: _FPS_MIN <= v <= _FPS_MAX)
+_FPS_MIN, _FPS_MAX = FPS_RANGE
+_fps = _float_type(f"a frame rate in [{_FPS_MIN:g}, {_FPS_MAX:g}]", lambda v: _FPS_MIN <= v <= _FPS_MAX)
 _non_negative_float = _float_type("a finite number >= 0", lambda v: 0 <= v < float("inf"))
 
 
@@ -61,7 +63,7 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--videos-per-identity", type=_int_at_least(1), default=2,
                         help="clips per synthetic person, named id#clip (default 2)")
     parser.add_argument("--fps", type=_fps, default=25.0,
-                        help=f"frame rate, {_FPS_MIN} to {_FPS_MAX} frames per second (default 25)")
+                        help=f"frame rate, {_FPS_MIN:g} to {_FPS_MAX:g} frames per second (default 25)")
     parser.add_argument("--head-motion", type=_non_negative_float, default=1.0, metavar="SCALE",
                         help="multiply the head-pose amplitudes (yaw, pitch, roll, translation, zoom); "
                              "0 = a still head (default 1)")

@@ -87,7 +87,6 @@ class Runtime:
         self.weights_version = 0
         self._entries: list[_Entry] = []
         self._slots: list[tuple[dict, str]] = []
-        self._sources: list[torch.Tensor] = []
         self._fingerprint: tuple = ()
         self._collect_sources()
 
@@ -176,8 +175,7 @@ class Runtime:
         self._slots = [(table, name) for module in self.reference.modules()
                        for table in (module._parameters, module._buffers)
                        for name, t in table.items() if t is not None]
-        self._sources = [table[name] for table, name in self._slots]
-        self._source_storages = {t.untyped_storage().data_ptr() for t in self._sources}
+        self._source_storages = {table[name].untyped_storage().data_ptr() for table, name in self._slots}
         self._fingerprint = self._current_fingerprint()
 
     def _current_fingerprint(self) -> tuple:

@@ -1,6 +1,8 @@
 """Argument checks shared by the public ops: clear errors naming the argument."""
 from __future__ import annotations
 
+import operator
+
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -25,3 +27,14 @@ def check_same_device(**tensors: torch.Tensor) -> None:
     if len(set(devices.values())) > 1:
         listing = ", ".join(f"{n} on {d}" for n, d in devices.items())
         raise ValueError(f"tensors must be on one device: {listing}")
+
+
+def as_index(value):
+    """`value` as a Python int (ints and integer scalars such as numpy.int64; not bools, floats
+    or tensors), else None: for the ops' integer arguments."""
+    if isinstance(value, (bool, torch.Tensor)):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None

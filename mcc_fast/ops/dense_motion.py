@@ -29,7 +29,6 @@ it raises (or warns with ``warn_only=True``), as grid_sample does.
 """
 from __future__ import annotations
 
-import operator
 import types
 import warnings
 from typing import Optional, Sequence
@@ -38,7 +37,7 @@ import torch
 
 from .._dispatch import resolve_backend
 from ..reference import dense_motion as reference
-from ._checks import check_same_device, check_tensor
+from ._checks import as_index, check_same_device, check_tensor
 
 __all__ = ["keypoint_heatmaps", "sparse_motions", "dense_motion_input", "compose_flow"]
 
@@ -310,10 +309,10 @@ def _check_keypoints(kp_source, kp_driving, jac_source, jac_driving) -> tuple[in
 
 
 def _check_size(size, name: str = "size") -> tuple[int, int]:
-    if isinstance(size, (str, bytes, torch.Tensor)) or not isinstance(size, Sequence) or len(size) != 2 or any(
-            isinstance(s, bool) or not hasattr(s, "__index__") for s in size):
+    pair = [] if isinstance(size, (str, bytes)) or not isinstance(size, Sequence) else [as_index(s) for s in size]
+    if len(pair) != 2 or None in pair:
         raise ValueError(f"{name} must be a pair (H, W) of ints, got {size!r}")
-    h, w = (operator.index(s) for s in size)
+    h, w = pair
     if h < 2 or w < 2:
         raise ValueError(f"{name} must be at least (2, 2) (the coordinate grid divides by n - 1), got {(h, w)}")
     return h, w

@@ -55,8 +55,6 @@ deterministic.
 """
 from __future__ import annotations
 
-import functools
-import operator
 from typing import Optional, Sequence
 
 import torch
@@ -64,7 +62,7 @@ import torch
 from .._dispatch import deterministic_requested, resolve_backend
 from ..reference import vq as reference
 from ..reference.vq import Quantized, VQStats
-from ._checks import check_same_device, check_tensor
+from ._checks import as_index, check_same_device, check_tensor
 
 __all__ = ["Quantized", "VQStats", "nearest_code", "quantize", "quantize_multiscale", "PRECISIONS"]
 
@@ -93,22 +91,12 @@ def _grad_impl(backend: str):
     return vq_codebook_grad
 
 
-def _as_int(value):
-    """value as a Python int (ints and integer scalars such as numpy.int64; not bool), else None."""
-    if isinstance(value, bool) or isinstance(value, torch.Tensor):
-        return None
-    try:
-        return operator.index(value)
-    except TypeError:
-        return None
-
-
 def _check_range(k: int, num_codes, start, name_num: str = "num_codes", name_start: str = "start") -> tuple[int, int]:
     """(start, num) as ints, or a ValueError naming the argument."""
-    first = _as_int(start)
+    first = as_index(start)
     if first is None or not 0 <= first < k:
         raise ValueError(f"{name_start} must be an int in [0, {k}) (the codebook has {k} rows), got {start!r}")
-    num = k - first if num_codes is None else _as_int(num_codes)
+    num = k - first if num_codes is None else as_index(num_codes)
     if num is None or num < 1 or first + num > k:
         raise ValueError(f"{name_num} must be an int in [1, {k - first}] (codebook has {k} rows, "
                          f"{name_start}={first}), got {num_codes!r}")
@@ -137,8 +125,9 @@ def _check_precision(precision: str) -> None:
 
 
 def _choose(backend, *tensors, op: str) -> str:
-    dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))  # what the kernels would get
-    if backend is None and any(t.dtype == torch.float64 for t in tensors):
+    """The backend for `tensors`, already promoted to their common dtype (what the kernels get)."""
+    dtype = tensors[0].dtype
+    if backend is None and dtype == torch.float64:
         return "torch"  # the kernels are float32/float16/bfloat16
     chosen = resolve_backend(backend, *tensors, op=op)
     if chosen != "torch" and dtype == torch.float64:
@@ -167,10 +156,9 @@ def nearest_code(z: torch.Tensor, codebook: torch.Tensor, num_codes: int | None 
     _check_z(z, codebook, "z", ndim=2)
     start, num = _check_range(codebook.shape[0], num_codes, start)
     _check_precision(precision)
-    chosen = _choose(backend, z, codebook, op="nearest_code")
-    z, codebook = z.detach(), codebook.detach()
     dtype = _common_dtype(z, codebook)
-    z, codebook = z.to(dtype), codebook.to(dtype)
+    z, codebook = z.detach().to(dtype), codebook.detach().to(dtype)
+    chosen = _choose(backend, z, codebook, op="nearest_code")
     if chosen == "torch":
         return reference.nearest_code(z, codebook, start, num)
     return _nearest_code_op(z, codebook, start, num, precision, chosen)
@@ -254,13 +242,13 @@ def _quantize_backward(ctx, grad_zq, grad_loss, *_stats):
     codebook, indices, *zs = ctx.saved_tensors
     starts, nums, beta, backend, deterministic = ctx.cfg
     need_cb, need_z = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    none = (None,) * 7
+    settings = (None,) * 6  # starts, nums, beta, precision, backend, deterministic
     if grad_loss is None and grad_zq is None:
-        return None, None, *none[1:]
+        return None, None, *settings
     grad_z, grad_cb = _quantize_bwd_op(codebook, indices, zs, grad_zq, grad_loss, starts, nums, beta, backend,
                                        deterministic, bool(need_cb))
     grad_zs = list(grad_z.split([z.shape[0] for z in zs])) if need_z else None
-    return (grad_cb if need_cb else None), grad_zs, *none[1:]
+    return (grad_cb if need_cb else None), grad_zs, *settings
 
 
 _quantize_op.register_autograd(_quantize_backward, setup_context=_quantize_setup)
