@@ -12,8 +12,10 @@ import json
 import math
 import os
 import socket
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -352,11 +354,30 @@ def test_corrupt_video_is_skipped_and_counted(data_root, tmp_path):
     config = tiny_config(root, "data.repeats=2", "data.batch_size=1", "train.total_iter=6", "log.print_every=3",
                          "data.id_sampling=false")
     with pytest.warns(Warning, match="unreadable"):
-        result = train(config, tmp_path / "run")
-    assert result.step == 6
+        result = train(config, tmp_path / "run", stop_at=3)
+    assert result.step == 3
     assert result.unreadable_videos == ["broken.mp4"]
     log = (tmp_path / "run" / "train.log").read_text()
     assert "unreadable videos skipped: 1" in log and "broken.mp4" in log
+    assert load_checkpoint(result.checkpoint).state["unreadable_videos"] == ["broken.mp4"]
+    # The count survives a resume, even when the resumed steps cannot meet the video again
+    # (here: the user mended the file).
+    from mcc_fast.training.data.video_io import list_frame_files, read_image, write_video
+
+    frames = [read_image(f) for f in list_frame_files(next(p for p in (root / "train").iterdir() if p.is_dir()))]
+    write_video(root / "train" / "broken.mp4", np.stack(frames), fps=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        resumed = train(config, tmp_path / "run", resume="latest")
+    assert resumed.step == 6 and resumed.unreadable_videos == ["broken.mp4"]
+    # ... but not once the video left the training set.
+    (root / "train" / "broken.mp4").unlink()
+    config = tiny_config(root, "data.repeats=2", "data.batch_size=1", "train.total_iter=8", "log.print_every=3",
+                         "data.id_sampling=false")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        later = train(config, tmp_path / "run", resume="latest")
+    assert later.step == 8 and later.unreadable_videos == []
 
 
 # ---- loss wiring ----------------------------------------------------------------------------------

@@ -221,6 +221,7 @@ class Trainer:
             self._build_optimisers()
             self.step = 0
             self._position = {"epoch": 0, "step_in_epoch": 0}
+            self._earlier_unreadable: list[str] = []  # skipped before the resumed step
             if resume_path is not None:
                 self._restore(load_checkpoint(resume_path))
             self._build_data()
@@ -426,6 +427,7 @@ class Trainer:
                 scaler.load_state_dict(state["scalers"][name])
         self.step = int(state["step"])
         self._position = dict(state["data"])
+        self._earlier_unreadable = [str(n) for n in state.get("unreadable_videos", [])]
         rng = state.get("rng", [])
         if len(rng) == self.ctx.world_size:
             _set_rng_state(rng[self.ctx.rank])
@@ -471,6 +473,7 @@ class Trainer:
     def save(self) -> Path | None:
         """Write a checkpoint of the current step (collective: every rank must call it)."""
         rng = self.ctx.all_gather_objects(_rng_state())
+        unreadable = self._unreadable()
         if not self.ctx.is_main or self.out_dir is None:
             self.ctx.barrier()
             return None
@@ -480,6 +483,7 @@ class Trainer:
             "scalers": {k: v.state_dict() for k, v in self.scalers.items()},
             "data": self.stream.position(),
             "rng": rng,
+            "unreadable_videos": unreadable,
             "world_size": self.ctx.world_size,
             "config": self.config.to_yaml(),
             "worker_seeding": "worker RNGs = f(seed, rank, worker id); data items keyed on (seed, epoch, index)",
@@ -577,8 +581,12 @@ class Trainer:
     # ---- reporting -----------------------------------------------------------------------------
 
     def _unreadable(self) -> list[str]:
+        """Names of the training videos skipped as unreadable in this run, those before a
+        resume included (when still in the training set). Collective: every rank calls it."""
         names = self.ctx.all_gather_objects(self.dataset.videos.unreadable_videos())
-        return sorted(set().union(*map(set, names)))
+        present = {e.name for e in self.dataset.videos.entries}
+        earlier = {n for n in self._earlier_unreadable if n in present}
+        return sorted(earlier.union(*map(set, names)))
 
     def _report(self, window: list[dict[str, float]], unreadable: list[str]) -> None:
         # Every rank logs the same keys (the terms depend only on the iteration).
