@@ -166,6 +166,10 @@ class VideoFolder:
     Unreadable videos raise :class:`VideoReadError` from :meth:`frames`; they are
     recorded (once, with one :class:`UnreadableVideoWarning`) in a flag array in shared
     memory, so :attr:`num_unreadable` also counts failures seen by DataLoader workers.
+    A video counts as unreadable once any read of it failed; a request that does not
+    touch the broken part (an intact frame of a frame folder with one corrupt image, the
+    frames before the point where a file stops decoding) still succeeds, so that every
+    item is a fixed function of the files, whichever worker read what first.
     """
 
     def __init__(self, folder: str | os.PathLike, size: int | tuple[int, int] = 256,
