@@ -385,3 +385,18 @@ def test_stretched_videos_warn_once_each(tmp_path):
                 videos.frames(index, [0, 2])
     stretched = [w for w in caught if issubclass(w.category, AspectRatioWarning)]
     assert len(stretched) == 1 and "wide.mp4: 80x48 frames stretched to 32x32" in str(stretched[0].message)
+
+
+def test_stretched_video_warns_once_across_workers(tmp_path):
+    from mcc_fast.training.data.datasets import AspectRatioWarning
+
+    (tmp_path / "train").mkdir()
+    write_video(tmp_path / "train" / "wide.mp4", np.zeros((4, 48, 80, 3), np.uint8), fps=25)
+    ds = FramePairDataset(tmp_path, size=S, repeats=4, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the workers warn (their stderr)
+        _collect(DataLoader(ds, batch_size=2, num_workers=2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds[0]
+    assert not [w for w in caught if issubclass(w.category, AspectRatioWarning)]  # already warned by a worker

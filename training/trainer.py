@@ -152,9 +152,20 @@ def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+def _quiet_data_warnings() -> None:
+    """Ranks other than 0 (and their workers) leave the per-video data warnings to rank 0;
+    unreadable videos of every rank are gathered into rank 0's log."""
+    from .data import AspectRatioWarning, UnreadableVideoWarning
+
+    for category in (AspectRatioWarning, UnreadableVideoWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
 def _worker_init(worker_id: int) -> None:
     """DataLoader workers: one thread each, RNGs seeded from (seed, rank, worker)."""
     torch.set_num_threads(1)
+    if int(os.environ.get("RANK", "0")) != 0:
+        _quiet_data_warnings()
     info = get_worker_info()
     base = getattr(info.dataset, "seed", 0) * 7919 + int(os.environ.get("RANK", "0")) * 104_729 + worker_id
     random.seed(base)
@@ -650,7 +661,9 @@ class Trainer:
         known_unreadable = 0
         interrupted = False
         self.monitor.iterations_per_second(self.step)
-        with _StopRequest() as stop:
+        with _StopRequest() as stop, warnings.catch_warnings():
+            if not self.ctx.is_main:
+                _quiet_data_warnings()
             while self.step < cfg.train.total_iter:
                 losses = self.train_step(self.stream.next_step())
                 if not all(math.isfinite(v) for v in losses.values()):

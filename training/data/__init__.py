@@ -6,6 +6,7 @@ video folder, the training pair dataset and the evaluation sequence dataset.
 from __future__ import annotations
 
 from .datasets import (
+    AspectRatioWarning,
     FrameCache,
     FramePairDataset,
     UnreadableVideoWarning,
@@ -31,6 +32,7 @@ from .video_io import (
 )
 
 __all__ = [
+    "AspectRatioWarning",
     "FrameCache",
     "FramePairDataset",
     "UnreadableVideoWarning",

@@ -186,19 +186,19 @@ class VideoFolder:
         self._decode_failures: dict[int, str] = {}  # a full decode fails
         self._bad = torch.zeros(len(self.entries), dtype=torch.uint8).share_memory_()
         self._warned: set[int] = set()
-        self._stretched: set[int] = set()
+        self._stretched = torch.zeros(len(self.entries), dtype=torch.uint8).share_memory_()  # warned (any worker)
         self._last: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def _resize(self, frames: np.ndarray, index: int) -> np.ndarray:
-        """resize_frames to the dataset's size, with one AspectRatioWarning per video (per
-        process) when that stretches it (aspect ratios differ by more than 1%)."""
+        """resize_frames to the dataset's size, with one AspectRatioWarning per video (across
+        DataLoader workers) when that stretches it (aspect ratios differ by more than 1%)."""
         h, w = frames.shape[-3:-1]
         out_h, out_w = self.size
-        if index not in self._stretched and h and w and abs((w / h) / (out_w / out_h) - 1) > 0.01:
-            self._stretched.add(index)
+        if not self._stretched[index] and h and w and abs((w / h) / (out_w / out_h) - 1) > 0.01:
+            self._stretched[index] = 1
             warnings.warn(f"{self.entries[index].name}: {w}x{h} frames stretched to {out_w}x{out_h} "
                           "(another aspect ratio); crop the videos to the training aspect first",
                           AspectRatioWarning, stacklevel=3)
