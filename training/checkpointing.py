@@ -33,11 +33,11 @@ import torch
 from torch import nn
 
 from mcc_fast.model.checkpoint import (
-    OFFICIAL_GENERATOR,
-    OFFICIAL_MOTION,
     WEIGHTS_NAME,
     CheckpointError,
+    check_finite,
     convert_official_checkpoint,
+    find_official_pair,
     read_our_checkpoint,
     save_model,
 )
@@ -298,17 +298,12 @@ def _read_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def load_checkpoint(path: str | os.PathLike, verify: bool = True) -> Checkpoint:
-    """Read a checkpoint folder written by `save_checkpoint` (CheckpointError naming the bad file).
-
-    verify: check every weight file's size and SHA-256 against the state file.
-    """
-    folder = Path(path)
-    if not folder.is_dir():
-        raise CheckpointError(f"checkpoint folder not found: {folder}")
+def _verify_files(folder: Path, names: tuple[str, ...], hashes: bool = True) -> dict:
+    """The folder's state file, after checking that each of `names` exists with the size (and,
+    when `hashes`, the SHA-256) it records; CheckpointError naming the file otherwise."""
     state = _read_state(folder / STATE_NAME)
     files = state.get("files", {})
-    for name in (WEIGHTS_NAME, GENERATOR_NAME, DISCRIMINATOR_NAME):
+    for name in names:
         p = folder / name
         if not p.is_file():
             raise CheckpointError(f"checkpoint file missing: {p}")
@@ -318,8 +313,26 @@ def load_checkpoint(path: str | os.PathLike, verify: bool = True) -> Checkpoint:
         size = p.stat().st_size
         if size != expected["bytes"]:
             raise CheckpointError(f"{p}: {size} bytes, the state file recorded {expected['bytes']} (truncated?)")
-        if verify and _sha256(p) != expected["sha256"]:
+        if hashes and _sha256(p) != expected["sha256"]:
             raise CheckpointError(f"{p}: content hash differs from the one recorded in {STATE_NAME} (corrupt?)")
+    return state
+
+
+def verify_recorded_files(folder: str | os.PathLike, names: tuple[str, ...] = (WEIGHTS_NAME,)) -> None:
+    """Check files of a checkpoint folder against the sizes and SHA-256 its state file records
+    (`Model.from_pretrained` of a step folder does); CheckpointError naming the file."""
+    _verify_files(Path(folder), tuple(names))
+
+
+def load_checkpoint(path: str | os.PathLike, verify: bool = True) -> Checkpoint:
+    """Read a checkpoint folder written by `save_checkpoint` (CheckpointError naming the bad file).
+
+    verify: check every weight file's size and SHA-256 against the state file.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder not found: {folder}")
+    state = _verify_files(folder, (WEIGHTS_NAME, GENERATOR_NAME, DISCRIMINATOR_NAME), verify)
     config, model_state = read_our_checkpoint(folder / WEIGHTS_NAME)
     meta, generator = _read_safetensors(folder / GENERATOR_NAME, "generator")
     if ModelConfig.from_json(meta.get("config", "{}")) != config:
@@ -356,8 +369,18 @@ def load_init_weights(path: str | os.PathLike, config: ModelConfig) -> tuple[Tra
     net_motion_estimator_latest.pth, or "GEN.pth,MOTION.pth"): online generator from
     `params`, EMA from `params_ema`. The discriminator is None unless the folder is one of
     our training checkpoints. The model config must equal `config` (CheckpointError naming
-    the file otherwise).
+    the file otherwise). Weights holding NaN or Inf are refused (a diverged run), as
+    `Model.from_pretrained` does.
     """
+    weights, description = _read_init_weights(path, config)
+    for name in ("generator", "generator_ema", "motion_estimator", "discriminator"):
+        state = getattr(weights, name)
+        if state is not None:
+            check_finite(state, f"--init-from {os.fspath(path)} ({name.replace('_', ' ')})")
+    return weights, description
+
+
+def _read_init_weights(path: str | os.PathLike, config: ModelConfig) -> tuple[TrainingWeights, str]:
     text = os.fspath(path)
     if "," in text and not Path(text).exists():
         pair = [Path(p.strip()) for p in text.split(",")]
@@ -369,7 +392,7 @@ def load_init_weights(path: str | os.PathLike, config: ModelConfig) -> tuple[Tra
         ckpt = load_checkpoint(p)
         _check_config(ckpt.config, config, p / WEIGHTS_NAME)
         return ckpt.weights, f"training checkpoint {p} (step {ckpt.step})"
-    ours = p if p.is_file() and p.suffix == ".safetensors" else p / WEIGHTS_NAME
+    ours = p if p.is_file() and p.suffix.lower() == ".safetensors" else p / WEIGHTS_NAME
     if ours.is_file():
         found, state = read_our_checkpoint(ours)
         _check_config(found, config, ours)
@@ -377,11 +400,12 @@ def load_init_weights(path: str | os.PathLike, config: ModelConfig) -> tuple[Tra
         return TrainingWeights(generator=generator, generator_ema={k: v.clone() for k, v in generator.items()},
                                motion_estimator=_strip(state, "motion_estimator."), discriminator=None), f"model {ours}"
     if p.is_dir():
-        gen, motion = p / OFFICIAL_GENERATOR, p / OFFICIAL_MOTION
-        if gen.is_file() and motion.is_file():
-            return _official_weights(gen, motion, config), f"the authors' checkpoint in {p}"
-        raise CheckpointError(f"--init-from {p}: no {WEIGHTS_NAME}, {STATE_NAME} or the authors' "
-                              f"{OFFICIAL_GENERATOR} + {OFFICIAL_MOTION} in this folder")
+        try:
+            gen, motion = find_official_pair(p)
+        except CheckpointError as exc:
+            raise CheckpointError(f"--init-from {p}: no {WEIGHTS_NAME} or {STATE_NAME} in this folder, "
+                                  f"and not the authors' checkpoint: {exc}") from None
+        return _official_weights(gen, motion, config), f"the authors' checkpoint in {p}"
     if not p.exists():
         raise CheckpointError(f"--init-from {p}: no such file or folder")
     raise CheckpointError(f"--init-from {p}: expected an mcc_fast .safetensors file, a checkpoint folder, "

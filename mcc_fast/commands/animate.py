@@ -60,26 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _device(text: str | None):
-    import torch
-
     from ..cli import CommandError
+    from ..devices import resolve_device
 
-    if text is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise CommandError(f"--device must be cuda, cuda:N or cpu, got {text!r}") from None
-    if device.type == "cpu":
-        return device
-    if device.type != "cuda":
-        raise CommandError(f"--device must be cuda, cuda:N or cpu, got {text!r}")
-    if not torch.cuda.is_available():
-        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-        raise CommandError(f"--device {text}: {why}; use --device cpu")
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        raise CommandError(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return device
+        return resolve_device(text, "--device")
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _checkpoint(text: str | None) -> Path:

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .atomic import temporary_sibling
+from .atomic import real_target, temporary_sibling
 
 #: Suffixes of still images `read_image` is meant for.
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
@@ -260,7 +260,7 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
 
     An existing `path` is refused (FileExistsError) unless `overwrite`. The folder must exist.
     """
-    path = Path(path)
+    path = real_target(path)
     _check_destination(path, overwrite)
     tmp = temporary_sibling(path)
     try:
@@ -364,7 +364,7 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike, fps: float | Fraction, *, audio_from: str | os.PathLike | None = None,
                  overwrite: bool = False, codec: str = "libx264", crf: int | None = 18,
                  preset: str | None = None, audio: str = "auto") -> None:
-        self.path = Path(path)
+        self.path = real_target(path)
         self._format = VIDEO_OUTPUT_EXTENSIONS.get(self.path.suffix.lower())
         if self._format is None:
             raise VideoWriteError(f"output {str(self.path)!r}: unsupported suffix; use one of "

@@ -1,8 +1,9 @@
 """Checkpoints: our safetensors format, and the authors' released pair through a key converter.
 
 Our format: one safetensors file of the Model's state dict (keys `motion_estimator.*` and
-`generator.*`) with metadata {"format": "mcc_fast", "config": <ModelConfig JSON>}. Written
-atomically (temporary file in the same folder, fsync, rename).
+`generator.*`) with metadata {"format": "mcc_fast", "format_version": "1", "mcc_fast_version",
+"config": <ModelConfig JSON>}. Written atomically (temporary file in the same folder, fsync,
+rename).
 
 The authors' release: `net_g_latest.pth` ({"params", "params_ema"}: the generator; EMA
 preferred) and `net_motion_estimator_latest.pth` ({"params"}), loaded with
@@ -25,6 +26,8 @@ from .generator.keys import convert_generator_state_dict
 from .motion.keys import convert_motion_estimator_state_dict
 
 FORMAT = "mcc_fast"
+#: The layout version of our safetensors files; a file of a later version is refused by name.
+FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 OFFICIAL_GENERATOR = "net_g_latest.pth"
 OFFICIAL_MOTION = "net_motion_estimator_latest.pth"
@@ -88,7 +91,7 @@ def _find_one(folder: Path, name: str, pattern: str) -> Path:
     return found[0] if found else path
 
 
-def _find_official_pair(folder: Path) -> tuple[Path, Path]:
+def find_official_pair(folder: Path) -> tuple[Path, Path]:
     generator = _find_one(folder, OFFICIAL_GENERATOR, "net_g*.pth")
     motion = _find_one(folder, OFFICIAL_MOTION, "net_motion_estimator*.pth")
     missing = [p.name for p in (generator, motion) if not p.is_file()]
@@ -107,23 +110,28 @@ def _unwrap(data: Mapping, preferred: tuple[str, ...], source: str) -> Mapping:
     raise CheckpointError(f"{source}: no {' / '.join(preferred)} state dict inside (keys: {sorted(data)[:8]})")
 
 
-def convert_official_checkpoint(path_or_dicts: Any, config: ModelConfig | None = None) -> dict[str, torch.Tensor]:
+def convert_official_checkpoint(path_or_dicts: Any, config: ModelConfig | None = None, *,
+                                config_given: bool | None = None) -> dict[str, torch.Tensor]:
     """The authors' checkpoint pair -> a state dict for `mcc_fast.Model(config)`.
 
     path_or_dicts: a folder holding net_g_latest.pth and net_motion_estimator_latest.pth;
     a (generator_path, motion_estimator_path) pair; or the two loaded dicts as a pair or as
     {"generator": ..., "motion_estimator": ...}. Generator `params_ema` is preferred over
     `params`; a `module.` prefix is stripped. Raises CheckpointError / KeyError naming the
-    file and listing missing and unexpected keys.
+    file and listing missing and unexpected keys (and, when `config` was left out, that the
+    authors' files store no config so the default one was assumed).
     """
+    given = config is not None if config_given is None else config_given
     config = ModelConfig() if config is None else config
+    hint = "" if given else (" (the authors' files store no model config: the default ModelConfig() was "
+                             "assumed; pass config= for another one)")
     if isinstance(path_or_dicts, Mapping) and set(path_or_dicts) == {"generator", "motion_estimator"}:
         pair = (path_or_dicts["generator"], path_or_dicts["motion_estimator"])
     elif isinstance(path_or_dicts, (str, os.PathLike)):
         folder = Path(path_or_dicts)
         if not folder.is_dir():
             raise CheckpointError(f"{folder}: expected a folder holding {OFFICIAL_GENERATOR} and {OFFICIAL_MOTION}")
-        pair = _find_official_pair(folder)
+        pair = find_official_pair(folder)
     elif isinstance(path_or_dicts, (tuple, list)) and len(path_or_dicts) == 2:
         pair = tuple(path_or_dicts)
     else:
@@ -144,12 +152,12 @@ def convert_official_checkpoint(path_or_dicts: Any, config: ModelConfig | None =
         for name, tensor in convert_motion_estimator_state_dict(motion, config.motion).items():
             state[f"motion_estimator.{name}"] = tensor
     except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"{me_src}: does not fit the motion estimator: {exc}") from None
+        raise CheckpointError(f"{me_src}: does not fit the motion estimator: {exc}{hint}") from None
     try:
         for name, tensor in convert_generator_state_dict(generator, config.generator).items():
             state[f"generator.{name}"] = tensor
     except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"{gen_src}: does not fit the generator: {exc}") from None
+        raise CheckpointError(f"{gen_src}: does not fit the generator: {exc}{hint}") from None
     return state
 
 
@@ -159,19 +167,46 @@ def convert_official_checkpoint(path_or_dicts: Any, config: ModelConfig | None =
 FOREIGN_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar", ".npz", ".h5", ".onnx")
 
 
+def _is_safetensors(path: Path) -> bool:
+    return path.suffix.lower() == ".safetensors"
+
+
 def _weights_file(path: Path) -> Path:
-    return path if path.suffix == ".safetensors" else path / WEIGHTS_NAME
+    return path if _is_safetensors(path) else path / WEIGHTS_NAME
+
+
+def _user_path(path: Any, name: str = "path") -> Path:
+    """A non-empty str / PathLike as a Path (an empty string would mean the working folder)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}")
+    if not os.fspath(path).strip():
+        raise ValueError(f"{name} is empty: give a .safetensors file or a folder")
+    return Path(path)
 
 
 def _save_target(path: Path) -> Path:
-    """The file save_model writes for `path`: a .safetensors path itself, else folder/model.safetensors.
-    ValueError for another weight format's suffix or an existing file (we write safetensors)."""
-    if path.suffix == ".safetensors":
+    """The file save_model writes for `path`: a .safetensors path itself (any case), else
+    folder/model.safetensors. ValueError for another weight format's suffix, an existing file
+    of another kind or a folder named *.safetensors."""
+    if _is_safetensors(path):
+        if path.is_dir():
+            raise ValueError(f"path {str(path)!r} is a folder: give a new .safetensors file name, "
+                             f"or a folder without the suffix (it writes {WEIGHTS_NAME} inside)")
         return path
     if path.suffix.lower() in FOREIGN_SUFFIXES or path.is_file():
         raise ValueError(f"path {str(path)!r}: save_pretrained writes safetensors; give a file ending in "
                          f".safetensors or a folder (it writes {WEIGHTS_NAME} inside)")
     return path / WEIGHTS_NAME
+
+
+def _cast_for_saving(name: str, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """t in `dtype`; ValueError naming the tensor when finite values overflow it (inf)."""
+    out = t.to(dtype)
+    if not bool(torch.isfinite(out).all()) and bool(torch.isfinite(t).all()):
+        largest = float(t.abs().max())
+        raise ValueError(f"{name}: values up to {largest:.4g} do not fit {dtype} (largest finite "
+                         f"{torch.finfo(dtype).max:.4g}); save with dtype=torch.bfloat16 or float32")
+    return out
 
 
 def save_model(model, path: str | Path, *, dtype: torch.dtype | str | None = None) -> Path:
@@ -182,16 +217,39 @@ def save_model(model, path: str | Path, *, dtype: torch.dtype | str | None = Non
     from .. import __version__
 
     dtype = resolve_dtype(dtype, SAVE_DTYPES)
-    target = _save_target(Path(path))
+    target = _save_target(_user_path(path))
     tensors = {}
     for name, tensor in model.state_dict().items():
         t = tensor.detach().cpu()
         if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
+            t = _cast_for_saving(name, t, dtype)
         tensors[name] = t.contiguous()
-    meta = {"format": FORMAT, "mcc_fast_version": __version__, "config": model.config.to_json()}
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "mcc_fast_version": __version__,
+            "config": model.config.to_json()}
     atomic_write_bytes(target, save(tensors, metadata=meta))
     return target
+
+
+def _read_meta(path: Path, meta: Mapping[str, str]) -> ModelConfig:
+    """The config of a file's metadata; CheckpointError naming the file for a foreign file, a
+    later format version, or a config this version cannot read (naming the writer's version)."""
+    from .. import __version__
+
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(f"{path}: a safetensors file, but not an mcc_fast model (no mcc_fast metadata)")
+    writer = meta.get("mcc_fast_version", "an unknown version")
+    try:
+        version = int(meta.get("format_version", "1"))
+    except ValueError:
+        raise CheckpointError(f"{path}: unreadable format_version {meta.get('format_version')!r}") from None
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by mcc_fast {writer} in format version {version}; this mcc_fast "
+                              f"{__version__} reads up to version {FORMAT_VERSION} (upgrade mcc_fast)")
+    try:
+        return ModelConfig.from_json(meta["config"])
+    except Exception as exc:
+        raise CheckpointError(f"{path}: its model config (written by mcc_fast {writer}) is not one this "
+                              f"mcc_fast {__version__} knows: {exc}") from None
 
 
 def read_our_checkpoint(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
@@ -202,10 +260,7 @@ def read_our_checkpoint(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor
         raise CheckpointError(f"checkpoint file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FORMAT or "config" not in meta:
-                raise CheckpointError(f"{path}: a safetensors file, but not an mcc_fast model (no mcc_fast metadata)")
-            config = ModelConfig.from_json(meta["config"])
+            config = _read_meta(path, f.metadata() or {})
             state = {k: f.get_tensor(k) for k in f.keys()}
     except CheckpointError:
         raise
@@ -215,22 +270,49 @@ def read_our_checkpoint(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor
 
 
 def load_model(cls, path: Any, config: ModelConfig | None = None):
-    """Build `cls` (mcc_fast.Model) from our format or the authors' pair (see Model.from_pretrained)."""
+    """Build `cls` (mcc_fast.Model) from our format or the authors' pair (see Model.from_pretrained).
+
+    config: the authors' files store none (default ModelConfig()); our files carry theirs, and a
+    different `config` is a CheckpointError."""
     if isinstance(path, (str, os.PathLike)):
-        p = Path(path)
-        if p.is_file() and p.suffix == ".safetensors":
-            return _model_from_ours(cls, p)
-        if p.is_dir() and (p / WEIGHTS_NAME).is_file():
-            return _model_from_ours(cls, p / WEIGHTS_NAME)
+        p = _user_path(path)
+        ours = None
+        if p.is_file() and _is_safetensors(p):
+            ours = p
+        elif p.is_dir() and (p / WEIGHTS_NAME).is_file():
+            ours = p / WEIGHTS_NAME
+            _verify_training_checkpoint(p)
+        if ours is not None:
+            return _model_from_ours(cls, ours, config)
         if p.is_file():
             raise CheckpointError(f"{p}: expected an mcc_fast .safetensors file, a folder, or the authors' pair")
         if not p.exists():
             raise CheckpointError(f"checkpoint not found: {p}")
-    state = convert_official_checkpoint(path, config)
+        _refuse_run_folder(p)
+    state = convert_official_checkpoint(path, config, config_given=config is not None)
     check_finite(state, path)
     model = cls(config or ModelConfig())
     model.load_state_dict(state, strict=True)
     return model
+
+
+def _verify_training_checkpoint(folder: Path) -> None:
+    """A training checkpoint folder (step_*: it holds a state file recording its files' sizes and
+    hashes): check model.safetensors against the record (CheckpointError when it differs)."""
+    from mcc_fast.training.checkpointing import STATE_NAME, verify_recorded_files
+
+    if (folder / STATE_NAME).is_file():
+        verify_recorded_files(folder, (WEIGHTS_NAME,))
+
+
+def _refuse_run_folder(p: Path) -> None:
+    """A training run folder (or its checkpoints/ folder) holds step_* checkpoints, not weights:
+    CheckpointError naming the newest, so the user picks one on purpose."""
+    root = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    steps = sorted(q for q in root.glob("step_*") if (q / WEIGHTS_NAME).is_file())
+    if steps:
+        raise CheckpointError(f"{p} is a training run folder: load one of its checkpoints, e.g. the newest "
+                              f"{steps[-1]} (its generator EMA weights and motion estimator)")
 
 
 def check_finite(state: Mapping[str, torch.Tensor], source: Any) -> None:
@@ -243,10 +325,28 @@ def check_finite(state: Mapping[str, torch.Tensor], source: Any) -> None:
                               "a diverged training run? Load an earlier checkpoint")
 
 
-def _model_from_ours(cls, path: Path):
+def _check_kinds(model_state: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], source: Any) -> None:
+    """CheckpointError naming the tensors stored as another kind than the model holds (an integer
+    or bool tensor for a float weight would otherwise be cast without a word)."""
+    def kind(t: torch.Tensor) -> str:
+        if t.dtype == torch.bool:
+            return "bool"
+        return "float" if t.is_floating_point() else "complex" if t.is_complex() else "integer"
+
+    bad = [k for k, t in state.items() if k in model_state and kind(t) != kind(model_state[k])]
+    if bad:
+        shown = ", ".join(f"{k} ({state[k].dtype}, expected {model_state[k].dtype})" for k in bad[:3])
+        raise CheckpointError(f"{source}: {len(bad)} tensor(s) stored with the wrong kind of dtype: {shown}")
+
+
+def _model_from_ours(cls, path: Path, expected: ModelConfig | None = None):
     config, state = read_our_checkpoint(path)
+    if expected is not None and expected != config:
+        raise CheckpointError(f"{path}: it holds its own model config, which differs from the config given "
+                              "(leave config out for our files)")
     check_finite(state, path)
     model = cls(config)
+    _check_kinds(model.state_dict(), state, path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -255,6 +355,13 @@ def _model_from_ours(cls, path: Path):
 
 
 def metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata of one of our checkpoints (format, version, config as a dict)."""
-    config, _ = read_our_checkpoint(_weights_file(Path(path)))
-    return {"format": FORMAT, "config": json.loads(config.to_json())}
+    """The metadata of one of our checkpoints: format, format_version, mcc_fast_version (of the
+    writer) and config (a dict)."""
+    from safetensors import safe_open
+
+    file = _weights_file(_user_path(path))
+    config, _ = read_our_checkpoint(file)
+    with safe_open(str(file), framework="pt") as f:
+        meta = f.metadata() or {}
+    return {"format": FORMAT, "format_version": int(meta.get("format_version", "1")),
+            "mcc_fast_version": meta.get("mcc_fast_version"), "config": json.loads(config.to_json())}

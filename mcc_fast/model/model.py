@@ -175,25 +175,39 @@ class Model(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path | Any, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None, fast: bool | None = None) -> "Model":
-        """Load our format (a .safetensors file or a folder holding model.safetensors) or the
-        authors' checkpoint pair (a folder, or a (generator, motion_estimator) pair of paths).
+                        dtype: torch.dtype | None = None, fast: bool | None = None,
+                        config: ModelConfig | None = None) -> "Model":
+        """Load our format (a .safetensors file, or a folder holding model.safetensors — such as a
+        training checkpoint `runs/NAME/checkpoints/step_*`, whose weights are checked against the
+        hashes it records and give the generator's EMA weights with the motion estimator) or the
+        authors' checkpoint pair (a folder holding net_g*.pth and net_motion_estimator*.pth, or
+        a (generator, motion_estimator) pair of paths; generator `params_ema` preferred). A
+        folder holding both kinds loads ours.
 
-        Returns the model in eval mode on `device` (default: CUDA when available, else CPU),
-        cast to `dtype` when given (torch.float32 / float16 / bfloat16 / float64 or a name:
-        "fp32", "fp16", "half", "bf16", ...). `fast`: route `model(source, driving)` through the
-        fast path (`model.fast_path`); default True on CUDA, False on CPU.
+        Returns the model in eval mode on `device` ("cpu", "cuda", "cuda:N" or a torch.device;
+        default: CUDA when available, else CPU; checked before anything is read), in the
+        file's float32 weights cast to `dtype` when given (torch.float32 / float16 / bfloat16 /
+        float64 or a name: "fp32", "fp16", "half", "bf16", ...; a file saved in fp16 loads as
+        float32 unless asked). `fast` (True / False / None): route `model(source, driving)`
+        through the fast path (`model.fast_path`); default True on CUDA, False on CPU.
+        `config`: the architecture of an authors' checkpoint other than the paper's (their
+        files store none; ModelConfig() is assumed); our files carry their own, and a
+        different `config` is a CheckpointError.
         """
+        from ..devices import resolve_device
         from .checkpoint import LOAD_DTYPES, load_model, resolve_dtype
 
         dtype = resolve_dtype(dtype, LOAD_DTYPES)
-        model = load_model(cls, path)
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(device)
+        if fast is not None and not isinstance(fast, bool):
+            raise TypeError(f"fast must be True, False or None, got {fast!r}")
+        if config is not None and not isinstance(config, ModelConfig):
+            raise TypeError(f"config must be a ModelConfig or None, got {type(config).__name__}")
+        model = load_model(cls, path, config)
         model = model.to(device=device)
         if dtype is not None:
             model = model.to(dtype=dtype)
-        model.fast_path = torch.device(device).type == "cuda" if fast is None else bool(fast)
+        model.fast_path = device.type == "cuda" if fast is None else fast
         return model.eval()
 
     def save_pretrained(self, path: str | Path, *, dtype: torch.dtype | str | None = None) -> Path:

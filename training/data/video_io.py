@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from mcc_fast.io.atomic import real_target
 from mcc_fast.io.video import (
     IMAGE_EXTENSIONS,
     VideoInfo,
@@ -181,7 +182,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` (hidden, same suffix, not yet created);
     rename it onto ``path`` when the block succeeds, delete it when the block raises.
     Works for files and for folders created at the temporary path."""
-    path = Path(path)
+    path = real_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = temporary_sibling(path)
     try:

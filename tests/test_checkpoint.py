@@ -1,0 +1,231 @@
+"""mcc_fast.model.checkpoint and mcc_fast.io.atomic: loading and saving edge cases (small models)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+import torch
+
+import mcc_fast
+from mcc_fast.model import CheckpointError, ModelConfig
+from mcc_fast.model.checkpoint import FORMAT_VERSION, metadata
+
+
+@pytest.fixture(scope="module")
+def small_model() -> mcc_fast.Model:
+    torch.manual_seed(0)
+    return mcc_fast.Model(ModelConfig.small(64)).eval()
+
+
+def _write_authors_pair(model: mcc_fast.Model, folder, generator_name="net_g_latest.pth",
+                        motion_name="net_motion_estimator_latest.pth"):
+    from mcc_fast.model.generator.keys import official_key_map
+    from mcc_fast.model.motion.keys import motion_estimator_key_map
+
+    to_g = {ours: off for off, ours in official_key_map(model.config.generator).items()}
+    to_m = {ours: off for off, ours in motion_estimator_key_map(model.config.motion).items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"params_ema": {to_g[k]: v for k, v in model.generator.state_dict().items()}}, folder / generator_name)
+    torch.save({"params": {to_m[k]: v for k, v in model.motion_estimator.state_dict().items()}}, folder / motion_name)
+    return folder
+
+
+def _same_weights(a: mcc_fast.Model, b: mcc_fast.Model) -> bool:
+    sb = b.state_dict()
+    return all(torch.equal(t, sb[k]) for k, t in a.state_dict().items())
+
+
+# ---- the authors' format: config -------------------------------------------------------------------
+
+def test_authors_pair_of_another_config_needs_config_and_says_so(tmp_path, small_model):
+    folder = _write_authors_pair(small_model, tmp_path / "authors")
+    with pytest.raises(CheckpointError, match=r"store no model config.*pass config="):
+        mcc_fast.Model.from_pretrained(folder, device="cpu")
+    loaded = mcc_fast.Model.from_pretrained(folder, device="cpu", config=small_model.config)
+    assert loaded.config == small_model.config and _same_weights(loaded, small_model)
+    with pytest.raises(TypeError, match="config must be a ModelConfig"):
+        mcc_fast.Model.from_pretrained(folder, device="cpu", config={"image_size": 64})
+
+
+def test_our_file_refuses_a_different_config(tmp_path, small_model):
+    path = small_model.save_pretrained(tmp_path / "m.safetensors")
+    assert _same_weights(mcc_fast.Model.from_pretrained(path, device="cpu", config=small_model.config), small_model)
+    with pytest.raises(CheckpointError, match="differs from the config given"):
+        mcc_fast.Model.from_pretrained(path, device="cpu", config=ModelConfig())
+
+
+# ---- arguments checked before reading -----------------------------------------------------------
+
+@pytest.mark.parametrize("device", ["gpu", "tpu:0", True, 1.5])
+def test_bad_device_is_refused_before_reading(tmp_path, device):
+    with pytest.raises(ValueError, match="device"):
+        mcc_fast.Model.from_pretrained(tmp_path / "does-not-exist", device=device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", 0, torch.device("cuda")])
+def test_cuda_device_without_cuda_is_a_clear_error(tmp_path, device):
+    with pytest.raises(ValueError, match=r"device .*(no CUDA|CUDA GPU).*use device='cpu'"):
+        mcc_fast.Model.from_pretrained(tmp_path / "does-not-exist", device=device)
+
+
+@pytest.mark.parametrize("fast", ["no", "false", 1, 0])
+def test_fast_must_be_a_bool(tmp_path, small_model, fast):
+    path = small_model.save_pretrained(tmp_path / "m.safetensors")
+    with pytest.raises(TypeError, match="fast must be True, False or None"):
+        mcc_fast.Model.from_pretrained(path, device="cpu", fast=fast)
+    assert mcc_fast.Model.from_pretrained(path, device="cpu", fast=False).fast_path is False
+
+
+# ---- training folders ---------------------------------------------------------------------------
+
+def _training_checkpoint(tmp_path, model):
+    from mcc_fast.training.checkpointing import save_checkpoint
+    from mcc_fast.training.losses import PatchDiscriminator, PatchDiscriminatorConfig
+
+    disc = PatchDiscriminator(PatchDiscriminatorConfig())
+    return save_checkpoint(tmp_path / "run" / "checkpoints", 7, config=model.config, generator=model.generator,
+                           generator_ema=model.generator, motion_estimator=model.motion_estimator,
+                           discriminator=disc, state={"step": 7}, discriminator_config=vars(disc.config))
+
+
+def test_step_folder_is_checked_against_its_recorded_hash(tmp_path, small_model):
+    step = _training_checkpoint(tmp_path, small_model)
+    assert _same_weights(mcc_fast.Model.from_pretrained(step, device="cpu"), small_model)
+    weights = step / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x01  # one bit of tensor data: still a valid file
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="content hash differs"):
+        mcc_fast.Model.from_pretrained(step, device="cpu")
+
+
+def test_run_folder_names_its_newest_checkpoint(tmp_path, small_model):
+    step = _training_checkpoint(tmp_path, small_model)
+    for folder in (tmp_path / "run", tmp_path / "run" / "checkpoints"):
+        with pytest.raises(CheckpointError, match=f"training run folder.*{step.name}"):
+            mcc_fast.Model.from_pretrained(folder, device="cpu")
+
+
+def test_init_from_refuses_non_finite_weights_and_finds_numbered_authors_files(tmp_path, small_model):
+    from mcc_fast.training.checkpointing import load_init_weights
+
+    folder = _write_authors_pair(small_model, tmp_path / "authors", "net_g_5000.pth", "net_motion_estimator_5000.pth")
+    weights, description = load_init_weights(folder, small_model.config)
+    assert "authors" in description
+    assert all(torch.equal(v, small_model.generator.state_dict()[k]) for k, v in weights.generator_ema.items())
+    broken = mcc_fast.Model(small_model.config)
+    broken.load_state_dict(small_model.state_dict())
+    with torch.no_grad():
+        next(broken.generator.parameters()).view(-1)[0] = float("nan")
+    from safetensors.torch import save_file
+
+    path = tmp_path / "nan.safetensors"
+    good = small_model.save_pretrained(tmp_path / "good.safetensors")
+    meta = {"format": "mcc_fast", "config": small_model.config.to_json()}
+    save_file({k: v.contiguous() for k, v in broken.state_dict().items()}, str(path), metadata=meta)
+    assert load_init_weights(good, small_model.config)[0].discriminator is None
+    with pytest.raises(CheckpointError, match="NaN or Inf"):
+        load_init_weights(path, small_model.config)
+
+
+# ---- saving -------------------------------------------------------------------------------------
+
+def test_fp16_save_refuses_values_that_overflow(tmp_path, small_model):
+    model = mcc_fast.Model(small_model.config)
+    model.load_state_dict(small_model.state_dict())
+    name, buffer = next((k, b) for k, b in model.named_buffers() if k.endswith("running_var"))
+    buffer.fill_(7e4)
+    with pytest.raises(ValueError, match=rf"{name}: values up to 7e\+04 do not fit torch.float16"):
+        model.save_pretrained(tmp_path / "half.safetensors", dtype="fp16")
+    assert not list(tmp_path.iterdir())  # nothing written
+    loaded = mcc_fast.Model.from_pretrained(model.save_pretrained(tmp_path / "bf16.safetensors", dtype="bf16"),
+                                            device="cpu")
+    assert float(dict(loaded.named_buffers())[name].max()) == pytest.approx(7e4, rel=1e-2)
+
+
+def test_save_path_edge_cases(tmp_path, small_model, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for empty in ("", "  "):
+        with pytest.raises(ValueError, match="path is empty"):
+            small_model.save_pretrained(empty)
+        with pytest.raises(ValueError, match="path is empty"):
+            mcc_fast.Model.from_pretrained(empty, device="cpu")
+    assert not list(tmp_path.iterdir())
+    upper = small_model.save_pretrained(tmp_path / "U.SAFETENSORS")
+    assert upper == tmp_path / "U.SAFETENSORS" and upper.is_file()
+    assert _same_weights(mcc_fast.Model.from_pretrained(upper, device="cpu"), small_model)
+    (tmp_path / "d.safetensors").mkdir()
+    with pytest.raises(ValueError, match=r"d\.safetensors' is a folder"):
+        small_model.save_pretrained(tmp_path / "d.safetensors")
+
+
+def test_save_through_a_symlink_keeps_the_link(tmp_path, small_model):
+    real = small_model.save_pretrained(tmp_path / "real.safetensors")
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(real)
+    other = mcc_fast.Model(small_model.config)
+    other.save_pretrained(link)
+    assert link.is_symlink() and os.path.samefile(link, real)
+    assert _same_weights(mcc_fast.Model.from_pretrained(real, device="cpu"), other)
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_save(tmp_path, small_model):
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    old = time.time() - 2 * 3600
+    stale = tmp_path / f".model.{dead_pid}-0123456789ab.tmp.safetensors"
+    legacy = tmp_path / ".model.ba9876543210.tmp.safetensors"  # a name without a pid (older versions)
+    recent = tmp_path / f".model.{dead_pid}-aaaaaaaaaaaa.tmp.safetensors"
+    live = tmp_path / f".model.{os.getppid()}-bbbbbbbbbbbb.tmp.safetensors"
+    for p in (stale, legacy, recent, live):
+        p.write_bytes(b"partial")
+    for p in (stale, legacy, live):
+        os.utime(p, (old, old))
+    small_model.save_pretrained(tmp_path)
+    assert not stale.exists() and not legacy.exists()
+    assert recent.exists() and live.exists()  # maybe still being written
+    assert (tmp_path / "model.safetensors").is_file()
+
+
+# ---- our format: versions and dtypes ------------------------------------------------------------
+
+def _rewrite(path, *, meta_update=None, tensors_update=None):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta.update(meta_update or {})
+    tensors.update(tensors_update or {})
+    save_file(tensors, str(path), metadata=meta)
+
+
+def test_metadata_reports_the_writer_and_later_formats_are_named(tmp_path, small_model):
+    path = small_model.save_pretrained(tmp_path / "m.safetensors")
+    meta = metadata(path)
+    assert meta["format_version"] == FORMAT_VERSION and meta["mcc_fast_version"] == mcc_fast.__version__
+    assert meta["config"] == json.loads(small_model.config.to_json())
+    _rewrite(path, meta_update={"format_version": str(FORMAT_VERSION + 1), "mcc_fast_version": "99.0"})
+    with pytest.raises(CheckpointError, match=r"written by mcc_fast 99\.0 in format version 2.*upgrade"):
+        mcc_fast.Model.from_pretrained(path, device="cpu")
+    config = json.loads(small_model.config.to_json())
+    config["generator"]["a_future_field"] = 1
+    _rewrite(path, meta_update={"format_version": "1", "config": json.dumps(config)})
+    with pytest.raises(CheckpointError, match=r"written by mcc_fast 99\.0\) is not one this"):
+        mcc_fast.Model.from_pretrained(path, device="cpu")
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int32])
+def test_a_float_weight_stored_as_another_kind_is_refused(tmp_path, small_model, dtype):
+    path = small_model.save_pretrained(tmp_path / "m.safetensors")
+    name, value = next((k, v) for k, v in small_model.state_dict().items() if v.is_floating_point())
+    _rewrite(path, tensors_update={name: torch.ones(value.shape, dtype=dtype)})
+    with pytest.raises(CheckpointError, match=rf"wrong kind of dtype: {name} \({dtype}"):
+        mcc_fast.Model.from_pretrained(path, device="cpu")
