@@ -10,7 +10,7 @@ import importlib
 import importlib.util
 import sys
 
-# name -> (module, help). Modules are imported only when their command runs (fast start-up).
+# name -> (module, help). Every module is imported to build the parser (its add_arguments).
 COMMANDS = {
     "info": ("mcc_fast.commands.info", "version, backends available and why not, GPU, build flags"),
     "animate": ("mcc_fast.commands.animate", "animate a portrait with a driving video"),

@@ -226,7 +226,7 @@ def test_module_entry_point_prints_no_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mcc_fast", "animate", "--source", str(tmp_path / "none.png"),
          "--driving", str(tmp_path / "none.mp4"), "--output", str(tmp_path / "o.mp4")],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)  # not the checkout: the installed package
     assert result.returncode == 2
     one_error_line(result.stderr)
 

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import mcc_fast
 
@@ -34,31 +37,142 @@ def test_version_and_backends_from_a_fresh_interpreter():
     assert out[1] == "['cuda', 'torch', 'triton']"
 
 
-def test_wheel_ships_the_kernel_sources_for_the_runtime_compiler(tmp_path):
-    """A wheel built without nvcc still holds csrc/'s headers (mcc_fast/cuda/csrc), so the cuda
-    backend can compile them at run time with NVRTC (mcc_fast.cuda.runtime), and the Triton
-    kernels and trainer as mcc_fast subpackages."""
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _setup_module():
+    """setup.py's helpers (its setup() call runs only as __main__, as pip's backend runs it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mcc_fast_setup", REPO / "setup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tracked_copy(dest: Path) -> Path:
+    """The repository's tracked files (a clean checkout) copied to `dest`, symlinks kept."""
     import shutil
+
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        src, out = REPO / name, dest / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            out.symlink_to(os.readlink(src))
+        elif src.is_file():
+            shutil.copy2(src, out)
+    return dest
+
+
+def _build_env(**extra: str) -> dict:
+    return {**os.environ, "MCC_FAST_NO_CUDA": "1", "MCC_FAST_REQUIRE_CUDA_BUILD": "0", **extra}
+
+
+def test_sdist_carries_the_cuda_sources_tests_and_docs_and_builds_a_wheel(tmp_path):
+    """The sdist must build the extension where nvcc exists (CMakeLists.txt, every csrc/ file)
+    and run the test suite (tests/ with its helpers and data, bench/, docs/); the wheel built
+    from it holds csrc/'s headers (mcc_fast/cuda/csrc, for NVRTC at run time), the Triton
+    kernels and trainer as mcc_fast subpackages, and nothing at top level."""
+    import tarfile
     import zipfile
 
-    repo = Path(__file__).resolve().parents[1]
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("setup.py", "pyproject.toml", "CMakeLists.txt", "README.md", "LICENSE", "NOTICE"):
-        shutil.copy2(repo / name, src / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.so", "*.egg-info")
-    for name in ("mcc_fast", "kernels", "training", "csrc"):
-        shutil.copytree(repo / name, src / name, symlinks=True, ignore=ignore)
-    env = {**__import__("os").environ, "MCC_FAST_NO_CUDA": "1"}
+    src = _tracked_copy(tmp_path / "src")
+    proc = subprocess.run([sys.executable, "-c", "import sys; from setuptools import build_meta as b; "
+                           "print(b.build_sdist(sys.argv[1]))", str(tmp_path / "sdist")],
+                          cwd=src, capture_output=True, text=True, env=_build_env(), check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sdist,) = (tmp_path / "sdist").glob("mcc_fast-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        members = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    wanted = {n for n in tracked if n.startswith(("csrc/", "tests/", "bench/", "docs/", "kernels/", "training/"))
+              and not n.startswith("bench/results/")}
+    wanted |= {"CMakeLists.txt", "CITATION.cff", "LICENSE", "NOTICE", "README.md", "setup.py", "pyproject.toml"}
+    assert not wanted - members, sorted(wanted - members)[:10]
+
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps",
-                           "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, env=env,
-                          check=False)
+                           "-w", str(tmp_path / "dist"), str(sdist)], capture_output=True, text=True,
+                          env=_build_env(), check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("mcc_fast-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    headers = {p.name for p in [*(repo / "csrc").glob("*.h"), *(repo / "csrc").glob("*.cuh")]}
+    headers = {p.name for p in [*(REPO / "csrc").glob("*.h"), *(REPO / "csrc").glob("*.cuh")]}
     assert "warp_kernels.cuh" in headers and {f"mcc_fast/cuda/csrc/{h}" for h in headers} <= names
-    assert not any(n.endswith((".cu", ".cpp")) for n in names)  # only what NVRTC reads
+    assert not any(n.endswith((".cu", ".cpp", ".so")) for n in names)  # only what NVRTC reads; no module
     assert "mcc_fast/cuda/runtime/launch.py" in names and "mcc_fast/kernels/vq_search.py" in names
-    assert "mcc_fast/training/trainer.py" in names
-    assert not any(n.startswith(("kernels/", "training/", "csrc/")) for n in names)
+    assert "mcc_fast/training/trainer.py" in names and "mcc_fast/training/configs/smoke.yaml" in names
+    assert not any(n.startswith(("kernels/", "training/", "csrc/", "tests/")) for n in names)
+
+
+def test_a_build_without_cuda_drops_an_earlier_builds_module(tmp_path):
+    import sysconfig
+    import zipfile
+
+    src = _tracked_copy(tmp_path / "src")
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    stale = [src / "build" / f"lib.{plat}-cpython-{sys.version_info.major}{sys.version_info.minor}" / "mcc_fast"
+             / f"_cuda{suffix}" for plat in (sysconfig.get_platform(),)]
+    for p in stale:
+        p.parent.mkdir(parents=True)
+        p.write_bytes(b"an earlier CUDA build")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps",
+                           "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True,
+                          env=_build_env(), check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("mcc_fast-*.whl")
+    assert not [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".so")]
+    assert "building WITHOUT the CUDA extension" in proc.stderr  # shown by pip without -v
+
+
+def test_cuda_architecture_lists():
+    setup = _setup_module()
+    assert setup.cuda_architectures(None) == setup.cuda_architectures("  ") == setup.DEFAULT_ARCHS
+    assert setup.cuda_architectures("8.6 9.0+PTX") == "86-real;90-real;90-virtual"
+    assert setup.cuda_architectures("86;sm_90a") == "86-real;90a-real"
+    assert setup.cuda_architectures("compute_90") == "90-virtual"  # PTX only
+    assert setup.cuda_architectures("native") == "native" and setup.cuda_architectures("ALL") == "all"
+    for bad, match in (("foo", "cannot parse architecture 'foo'"), ("7", "cannot parse"), (";;", "no architecture")):
+        with pytest.raises(ValueError, match=match):
+            setup.cuda_architectures(bad, "TORCH_CUDA_ARCH_LIST")
+
+
+def test_build_flags_and_nvcc_lookup(tmp_path, monkeypatch):
+    setup = _setup_module()
+    for value, expected in (("1", True), ("yes", True), ("0", False), ("false", False), ("", False)):
+        monkeypatch.setenv("MCC_FAST_NO_CUDA", value)
+        assert setup.env_flag("MCC_FAST_NO_CUDA") is expected
+    monkeypatch.setenv("MCC_FAST_NO_CUDA", "maybe")
+    with pytest.raises(ValueError, match="MCC_FAST_NO_CUDA='maybe'"):
+        setup.env_flag("MCC_FAST_NO_CUDA")
+    monkeypatch.delenv("MCC_FAST_NO_CUDA")
+    # CUDA_HOME first (an error when it holds no nvcc), then PATH.
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "no-toolkit"))
+    with pytest.raises(RuntimeError, match="CUDA_HOME=.*no-toolkit.*holds no bin/nvcc"):
+        setup.find_nvcc()
+    fake = tmp_path / "toolkit" / "bin" / "nvcc"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "toolkit"))
+    assert setup.find_nvcc() == str(fake)
+    monkeypatch.delenv("CUDA_HOME")
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    assert setup.find_nvcc() == str(fake)
+
+
+def test_required_cuda_build_without_nvcc_fails(monkeypatch):
+    from setuptools import Distribution
+
+    setup = _setup_module()
+    monkeypatch.setattr(setup, "find_nvcc", lambda: None)
+    monkeypatch.delenv("MCC_FAST_NO_CUDA", raising=False)
+    monkeypatch.setenv("MCC_FAST_REQUIRE_CUDA_BUILD", "1")
+    command = setup.CMakeBuild(Distribution({"ext_modules": [setup.CMakeExtension("mcc_fast._cuda")]}))
+    command.ensure_finalized()
+    with pytest.raises(RuntimeError, match="MCC_FAST_REQUIRE_CUDA_BUILD=1, but .* nvcc was not found"):
+        command.run()
+    monkeypatch.setenv("MCC_FAST_REQUIRE_CUDA_BUILD", "0")
+    with pytest.warns(UserWarning, match="building WITHOUT the CUDA extension"):
+        command.run()

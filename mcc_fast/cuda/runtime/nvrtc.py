@@ -63,7 +63,8 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
                         break
             lib = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
         except OSError as exc:
-            tried.append(f"{path}: {exc}")
+            text = str(exc)  # dlopen's message usually starts with the name already
+            tried.append(text if text.startswith(str(path)) else f"{path}: {text}")
             continue
         lib.nvrtcGetErrorString.restype = ctypes.c_char_p
         lib.nvrtcGetLoweredName.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p)]
