@@ -201,6 +201,10 @@ def test_model_fast_follows_replaced_parameters():
     conv = model.generator.decoder.conv_out
     conv.weight = torch.nn.Parameter(conv.weight.detach() * 1.5)
     assert (model.fast()(source, driving) - _reference_frames(model, source, driving)).abs().max() <= 1e-4
+    # The position embeddings feed derived attention biases: replaced ones must be read again.
+    for part in (model.generator.motion, model.generator.appearance):
+        part.position_embedding = torch.nn.Parameter(part.position_embedding.detach() * 1.5 + 0.2)
+    assert (model.fast()(source, driving) - _reference_frames(model, source, driving)).abs().max() <= 1e-4
 
 
 def test_stale_and_foreign_caches_are_refused():

@@ -28,6 +28,8 @@ unmasked token are unaffected.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,8 +65,10 @@ class FastCodebookLayer(nn.Module):
     the compute dtype; N = grid * grid.
     """
 
-    def __init__(self, rt: Runtime, layer: CodebookTransformerLayer, position: nn.Parameter, codebook: Codebook,
-                 grid: int) -> None:
+    def __init__(self, rt: Runtime, layer: CodebookTransformerLayer, position: Callable[[], torch.Tensor],
+                 codebook: Codebook, grid: int) -> None:
+        """position: returns the (N, d) position embedding, read at every refresh (a replaced
+        Parameter is followed, so it must not be captured)."""
         super().__init__()
         d = layer.dim
         heads = layer.self_attention.num_heads
@@ -88,7 +92,7 @@ class FastCodebookLayer(nn.Module):
         def self_in_bias() -> torch.Tensor:  # (N, 3 H hp): pos on q and k, v only its bias
             wq, wk, _ = sa.in_proj_weight.chunk(3)
             bq, bk, bv = sa.in_proj_bias.chunk(3)
-            pos = position.float()
+            pos = position().float()
             q = rows((pos @ wq.float().t() + bq.float()).t())  # (H hp, N)
             k = rows((pos @ wk.float().t() + bk.float()).t())
             v = rows(bv.float()).unsqueeze(1).expand(heads * hp, pos.shape[0])
@@ -100,7 +104,7 @@ class FastCodebookLayer(nn.Module):
         def cross_q_bias() -> torch.Tensor:  # (N, H hp)
             wq = ca.in_proj_weight.chunk(3)[0].float()
             bq = ca.in_proj_bias.chunk(3)[0].float()
-            return rt.weight(rows((position.float() @ wq.t() + bq).t()).t().contiguous())
+            return rt.weight(rows((position().float() @ wq.t() + bq).t()).t().contiguous())
 
         def codes(index: int):  # keys (index 1) / values (index 2) of every codebook row: (1, H, M, hp)
             def compute() -> torch.Tensor:

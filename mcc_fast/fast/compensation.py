@@ -44,7 +44,7 @@ class FastMotionCompensation(nn.Module):
             FastResBlock(rt, embed[2])
         self.token_fuse = Conv(rt, motion.token_fuse)
         self.layers = nn.ModuleList(
-            FastCodebookLayer(rt, layer, motion.position_embedding, motion.codebook, config.token_grid)
+            FastCodebookLayer(rt, layer, lambda: motion.position_embedding, motion.codebook, config.token_grid)
             for layer in motion.layers)
 
     def heatmap_features(self, heatmaps: torch.Tensor) -> torch.Tensor:
@@ -143,7 +143,8 @@ class FastAppearanceCompensation(nn.Module):
         self.patches = nn.ModuleList(PatchTokens(rt, t, u) for t, u in
                                      zip(appearance.tokenizers, appearance.untokenizers))
         self.layers = nn.ModuleList(
-            FastCodebookLayer(rt, layer, appearance.position_embedding, appearance.codebook, config.token_grid)
+            FastCodebookLayer(rt, layer, lambda: appearance.position_embedding, appearance.codebook,
+                              config.token_grid)
             for layer in appearance.layers)
 
     def forward(self, scale: int, feature: torch.Tensor, ignored: torch.Tensor) -> torch.Tensor:
