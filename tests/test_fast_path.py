@@ -207,6 +207,39 @@ def test_model_fast_follows_replaced_parameters():
     assert (model.fast()(source, driving) - _reference_frames(model, source, driving)).abs().max() <= 1e-4
 
 
+def test_model_fast_follows_the_models_dtype_and_refuses_float64():
+    model = _small_model(seed=5)
+    source, driving = _images(1, seed=20), _images(1, seed=21)
+    model.half()
+    assert model.fast().options.dtype == torch.float16
+    model.float()
+    fast = model.fast()
+    assert fast.options.dtype == torch.float32  # not the fp16 path built before
+    assert (fast(source, driving) - _reference_frames(model, source, driving)).abs().max() <= 1e-4
+    model.double()
+    with pytest.raises(ValueError, match=r"this model is torch.float64: call model.fast\(dtype=torch.float32\)"):
+        model.fast()
+    assert model.fast(dtype=torch.float32).options.dtype == torch.float32
+
+
+def test_fast_path_under_inference_mode(tmp_path):
+    model = _small_model(seed=6)
+    path = model.save_pretrained(tmp_path / "m.safetensors")
+    source, driving = _images(1, seed=22), _images(2, seed=23)
+    with torch.inference_mode():  # a model loaded in a serving loop: its weights are inference tensors
+        loaded = mcc_fast.Model.from_pretrained(path, device="cpu", fast=True)
+        frames = loaded(source.expand(2, -1, -1, -1), driving)
+    assert (frames - _reference_frames(model, source, driving)).abs().max() <= 1e-4
+    # A fast path first built in inference mode, then used outside it after an in-place update.
+    other = _small_model(seed=7)
+    with torch.inference_mode():
+        fast = other.fast()
+        fast(source, driving[:1])
+    with torch.no_grad():
+        other.generator.decoder.conv_out.weight.mul_(1.5)
+    assert (fast(source, driving[:1]) - _reference_frames(other, source, driving[:1])).abs().max() <= 1e-4
+
+
 def test_stale_and_foreign_caches_are_refused():
     model = _small_model(seed=5)
     fast = model.fast()

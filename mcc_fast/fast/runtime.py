@@ -121,7 +121,7 @@ class Runtime:
 
     def derive(self, owner: nn.Module, name: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """Register `owner.<name>` as a non-persistent buffer holding compute() (recomputed by refresh)."""
-        with torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad():  # never an inference tensor (see refresh)
             value = compute().detach()
         entry = _Entry(owner, name, compute, self._aliases_source(value))
         self._entries.append(entry)
@@ -136,7 +136,9 @@ class Runtime:
         """
         self._collect_sources()
         replaced = False
-        with torch.no_grad():
+        # Outside inference mode, so that the derived tensors stay ordinary ones (updatable in
+        # place later, whichever mode the caller is in).
+        with torch.inference_mode(False), torch.no_grad():
             for entry in self._entries:
                 new = entry.compute().detach()
                 old = getattr(entry.owner, entry.name)
@@ -186,5 +188,9 @@ class Runtime:
 
 
 def _tensor_state(t: torch.Tensor | None) -> tuple | None:
-    """What stale() compares per slot: the object, its storage and its in-place version."""
-    return None if t is None else (id(t), t.data_ptr(), t._version)
+    """What stale() compares per slot: the object, its storage and its in-place version (an
+    inference tensor, e.g. weights loaded under torch.inference_mode, keeps no version: there
+    only replacements are seen, in-place edits need refresh())."""
+    if t is None:
+        return None
+    return (id(t), t.data_ptr(), None if t.is_inference() else t._version)

@@ -108,9 +108,16 @@ class Model(nn.Module):
         """The fast inference path over this model's weights (a `mcc_fast.fast.FastModel`,
         built once per set of options and kept; it follows weight updates, in place or by
         replaced Parameter objects). See FastModel for the options (dtype: compute dtype,
-        default the model's; e.g. torch.bfloat16 on CUDA)."""
+        default the model's current one, so after `model.to(dtype)` another fast path is built;
+        e.g. torch.bfloat16 on CUDA). A float64 model has no fast path (it computes in fp32,
+        bf16 or fp16): pass dtype=torch.float32, or use the reference path."""
         from ..fast import FastModel
 
+        if dtype is None:
+            dtype = next(self.parameters()).dtype
+            if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+                raise ValueError(f"the fast path computes in float32, bfloat16 or float16; this model is {dtype}: "
+                                 "call model.fast(dtype=torch.float32), or use the reference path (fast=False)")
         key = (dtype, channels_last, pad_head_dim, backend)
         built = self.__dict__.setdefault("_fast_paths", {})
         if built.get(key) is None:  # (copies and unpickled models hold None: rebuilt here)
@@ -207,7 +214,9 @@ class Model(nn.Module):
         model = model.to(device=device)
         if dtype is not None:
             model = model.to(dtype=dtype)
-        model.fast_path = device.type == "cuda" if fast is None else fast
+        if fast is None:  # float64 (precision checks) has no fast path
+            fast = device.type == "cuda" and next(model.parameters()).dtype != torch.float64
+        model.fast_path = fast
         return model.eval()
 
     def save_pretrained(self, path: str | Path, *, dtype: torch.dtype | str | None = None) -> Path:
