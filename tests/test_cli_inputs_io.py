@@ -1,4 +1,4 @@
-"""Inputs read through `mcc_fast.io`: 16-bit images and output folder checks."""
+"""Inputs read through `mcc_fast.io`: image modes, EXIF orientation, rotated and variable-rate videos, output folders."""
 from __future__ import annotations
 
 import numpy as np
@@ -72,3 +72,86 @@ def test_a_16_bit_pil_image_given_as_an_object_is_scaled_not_clipped():
     expected = 100 / 255 * 2 - 1
     assert tensor.shape == (1, 3, 8, 8)
     assert abs(float(tensor.mean()) - expected) < 1e-6
+
+
+def test_8_bit_grey_held_as_32_bit_and_float_grey(tmp_path):
+    grey = np.random.default_rng(2).integers(0, 256, (8, 8))
+    as_int = Image.fromarray(grey.astype(np.uint8)).convert("I")  # mode I holding 0..255
+    as_int.save(tmp_path / "i.tif")
+    assert np.array_equal(read_image(tmp_path / "i.tif")[..., 0], grey)
+    unit = Image.fromarray((grey / 255.0).astype(np.float32), mode="F")  # float grey in 0..1
+    unit.save(tmp_path / "f.tif")
+    assert np.abs(read_image(tmp_path / "f.tif")[..., 0].astype(int) - grey).max() <= 1
+    wide = Image.fromarray(grey.astype(np.float32), mode="F")  # float grey in 0..255
+    wide.save(tmp_path / "f255.tif")
+    assert np.array_equal(read_image(tmp_path / "f255.tif")[..., 0], grey)
+    Image.fromarray(np.full((4, 4), -3.0, np.float32), mode="F").save(tmp_path / "neg.tif")
+    with pytest.raises(VideoReadError, match=r"neg.tif.*mode F values -3..-3; expected 0..1 or 0..255"):
+        read_image(tmp_path / "neg.tif")
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    from mcc_fast.inference.inputs import to_image_tensor
+
+    stored = np.zeros((96, 64, 3), np.uint8)
+    stored[:10] = 255  # a bright top band as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    shown = read_image(tmp_path / "phone.jpg")
+    assert shown.shape == (64, 96, 3)  # as viewers show it
+    assert shown[:, -10:].mean() > 200 and shown[:, :10].mean() < 50  # the band is now on the right
+    with Image.open(tmp_path / "phone.jpg") as img:
+        assert to_image_tensor(img).shape == (1, 3, 64, 96)
+
+
+def _clip(path, rotation=None, pts=None, size=(32, 64)):
+    import av
+
+    h, w = size
+    out = av.open(str(path), "w")
+    stream = out.add_stream("libx264", rate=25)
+    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+    if rotation is not None:
+        stream.set_display_rotation(rotation)
+    for i, t in enumerate(pts if pts is not None else range(5)):
+        image = np.zeros((h, w, 3), np.uint8)
+        image[:, :10] = 255  # a bright left band as stored
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = t
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
+    out.close()
+    return path
+
+
+@pytest.mark.parametrize("rotation, band", [(90, "bottom"), (-90, "top"), (180, "right")])
+def test_display_rotation_of_videos_is_applied(tmp_path, rotation, band):
+    from mcc_fast.io.video import iter_video_frames, probe_video
+    from mcc_fast.training.data import read_video_frames, read_video_frames_at
+
+    path = _clip(tmp_path / "phone.mp4", rotation)
+    info = probe_video(path)
+    assert info.rotation == rotation % 360
+    frames = list(iter_video_frames(path))
+    assert (info.height, info.width) == frames[0].shape[:2] == ((64, 32) if rotation % 180 else (32, 64))
+    f = frames[0].astype(float)
+    sides = {"top": f[:10], "bottom": f[-10:], "left": f[:, :10], "right": f[:, -10:]}
+    assert sides[band].mean() > 200 and min(v.mean() for k, v in sides.items() if k != band) < 50
+    assert np.array_equal(read_video_frames_at(path, [0, 3])[0], frames[0])
+    assert np.array_equal(read_video_frames(path)[0], frames[0])
+
+
+def test_variable_rate_matroska_reports_its_average_rate(tmp_path):
+    from fractions import Fraction
+
+    from mcc_fast.io.video import probe_video
+
+    pts = [0, 1, 2, 5, 6, 10, 11, 12, 20, 21, 22, 30]  # 12 frames over 31 ticks of 1/25 s
+    info = probe_video(_clip(tmp_path / "vfr.mkv", pts=pts))
+    assert info.num_frames == 12
+    assert info.fps == Fraction(12 * 25, 31)  # not the nominal 25
+    steady = probe_video(_clip(tmp_path / "cfr.mkv"))
+    assert steady.fps == 25 and steady.num_frames == 5

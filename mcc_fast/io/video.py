@@ -42,7 +42,9 @@ __all__ = [
     "VideoWriter",
     "atomic_output",
     "temporary_sibling",
+    "upright",
     "iter_video_frames",
+    "pil_to_rgb8",
     "probe_video",
     "read_image",
 ]
@@ -60,9 +62,12 @@ class VideoWriteError(RuntimeError):
 class VideoInfo:
     """Metadata of a video file.
 
-    fps: exact frame rate (e.g. Fraction(30000, 1001)); num_frames: as the container records
-    it, 0 when it does not; duration: seconds or None; audio_codec: None when there is no
-    audio stream.
+    width, height: as displayed (after the display rotation, which `iter_video_frames`
+    applies); fps: exact frame rate (e.g. Fraction(30000, 1001)), or for a variable-rate
+    stream whose container records no average (Matroska, WebM) its frames over its
+    timestamps' span; num_frames: as the container records it, else counted from the packets
+    (0 when unknown); duration: seconds or None; audio_codec: None when there is no audio
+    stream; rotation: the display rotation in degrees counterclockwise (0, 90, 180 or 270).
     """
 
     width: int
@@ -73,6 +78,7 @@ class VideoInfo:
     codec: str
     container: str
     audio_codec: str | None
+    rotation: int = 0
 
     @property
     def has_audio(self) -> bool:
@@ -135,9 +141,57 @@ def _frame_rate(stream: Any) -> Fraction:
     return Fraction(25)
 
 
+def quarter_turns(frame: Any) -> int:
+    """Counterclockwise quarter turns (0..3) that display a decoded PyAV frame upright (its
+    display matrix: phone videos shot in portrait carry one)."""
+    rotation = getattr(frame, "rotation", 0) or 0
+    return int(round(float(rotation) / 90.0)) % 4
+
+
+def upright(frame: Any) -> np.ndarray:
+    """uint8 RGB (H, W, 3) of a decoded PyAV frame, turned as it is displayed."""
+    image = frame.to_ndarray(format="rgb24")
+    turns = quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
+def _scan_packets(container: Any, stream: Any) -> tuple[int, float | None]:
+    """(video packets, seconds their timestamps span) by demuxing without decoding."""
+    count, first, end = 0, None, None
+    for packet in container.demux(stream):
+        if packet.size == 0 or packet.pts is None:
+            continue
+        count += 1
+        start = float(packet.pts * packet.time_base)
+        stop = start + float((packet.duration or 0) * packet.time_base)
+        first = start if first is None else min(first, start)
+        end = stop if end is None else max(end, stop)
+    return count, (end - first if first is not None and end > first else None)
+
+
+def _first_frame_turns(container: Any, stream: Any) -> int:
+    try:
+        for frame in container.decode(stream):
+            return quarter_turns(frame)
+    except Exception:  # noqa: BLE001 - a broken first frame is reported when the video is decoded
+        return 0
+    return 0
+
+
+def _turns_of(path: str | os.PathLike) -> int:
+    av = _av()
+    try:
+        with av.open(str(path), mode="r") as container:
+            return _first_frame_turns(container, container.streams.video[0])
+    except Exception:  # noqa: BLE001
+        return 0
+
+
 def probe_video(path: str | os.PathLike, what: str = "video") -> VideoInfo:
-    """Read a video file's metadata without decoding it. Raises VideoReadError (naming it
-    `what`) when the file is missing, unreadable, a still image, or has no video stream."""
+    """Read a video file's metadata (see VideoInfo) without decoding it beyond its first frame
+    (for the display rotation); a container that records no frame count has its packets
+    counted. Raises VideoReadError (naming it `what`) when the file is missing, unreadable, a
+    still image, or has no video stream."""
     with _open_video(path, what) as container:
         stream = container.streams.video[0]
         duration = None
@@ -146,21 +200,42 @@ def probe_video(path: str | os.PathLike, what: str = "video") -> VideoInfo:
         elif container.duration is not None:
             duration = container.duration / 1_000_000  # AV_TIME_BASE
         audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
+        fps, frames = _frame_rate(stream), int(stream.frames or 0)
+        rewound = True
+        if frames == 0:
+            try:
+                frames, span = _scan_packets(container, stream)
+            except Exception:  # noqa: BLE001 - unreadable packets: reported when decoding
+                frames, span = 0, None
+            if frames > 1 and span:
+                measured = Fraction(frames / span).limit_denominator(1001)
+                if abs(float(measured) / float(fps) - 1) > 0.02:  # a nominal rate, not the average
+                    fps = measured
+            try:
+                container.seek(0)
+            except Exception:  # noqa: BLE001 - not seekable: the rotation is read from a fresh open
+                rewound = False
+        turns = _first_frame_turns(container, stream) if rewound else _turns_of(path)
+        width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+        if turns % 2:
+            width, height = height, width
         return VideoInfo(
-            width=int(stream.codec_context.width),
-            height=int(stream.codec_context.height),
-            fps=_frame_rate(stream),
-            num_frames=int(stream.frames or 0),
+            width=width,
+            height=height,
+            fps=fps,
+            num_frames=frames,
             duration=duration,
             codec=str(stream.codec_context.name),
             container=str(container.format.name),
             audio_codec=audio,
+            rotation=90 * turns,
         )
 
 
 def iter_video_frames(path: str | os.PathLike, max_frames: int | None = None,
                       what: str = "video") -> Iterator[np.ndarray]:
-    """Decode a video file frame by frame: yields uint8 (H, W, 3) RGB arrays.
+    """Decode a video file frame by frame: yields uint8 (H, W, 3) RGB arrays, turned upright
+    as players display them (the stream's display rotation applied).
 
     Streaming: one decoded frame at a time. Raises VideoReadError (naming it `what`) when
     the file cannot be opened or a packet fails to decode (frames already yielded stay valid).
@@ -176,27 +251,45 @@ def iter_video_frames(path: str | os.PathLike, max_frames: int | None = None,
             for frame in container.decode(stream):
                 if max_frames is not None and count >= max_frames:
                     return
-                yield frame.to_ndarray(format="rgb24")
+                yield upright(frame)
                 count += 1
         except (av.error.FFmpegError, ValueError) as exc:
             raise VideoReadError(f"{what} {str(path)!r}: decoding failed after {count} frames ({exc})") from None
 
 
 def pil_to_rgb8(img: Any) -> np.ndarray:
-    """uint8 RGB (H, W, 3) of a loaded PIL image; 16-bit grey (modes I;16*, and I within
-    0..65535) is scaled to 0..255 (value / 257, rounded), not clipped."""
+    """uint8 RGB (H, W, 3) of a loaded PIL image, turned upright by its EXIF orientation.
+
+    16-bit grey (modes I;16*, and I with values above 255) is scaled to 0..255 (value / 257,
+    rounded), not clipped; mode I within 0..255 is 8-bit grey; float grey (mode F) in 0..1 is
+    scaled by 255, in 0..255 rounded; other ranges are a ValueError naming them.
+    """
+    from PIL import ImageOps
+
+    img = ImageOps.exif_transpose(img)
     if img.mode.startswith("I;16") or img.mode == "I":
         grey = np.asarray(img).astype(np.int64)
         if grey.size and (grey.min() < 0 or grey.max() > 65535):
             raise ValueError(f"mode {img.mode} values {grey.min()}..{grey.max()}; expected 16-bit values 0..65535")
-        grey = ((grey + 128) // 257).astype(np.uint8)
+        if img.mode.startswith("I;16") or (grey.size and grey.max() > 255):
+            grey = (grey + 128) // 257
+        return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=-1)
+    if img.mode == "F":
+        grey = np.asarray(img, dtype=np.float64)
+        if grey.size and not np.isfinite(grey).all():
+            raise ValueError("mode F image holds NaN or Inf")
+        low, high = (float(grey.min()), float(grey.max())) if grey.size else (0.0, 0.0)
+        if low < 0 or high > 255:
+            raise ValueError(f"mode F values {low:.4g}..{high:.4g}; expected 0..1 or 0..255")
+        scale = 255.0 if high <= 1.0 else 1.0
+        grey = np.clip(np.rint(grey * scale), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=-1)
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
 def read_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
-    """Read a still image as uint8 RGB (H, W, 3) (grey, 16-bit grey, palette and RGBA are
-    converted).
+    """Read a still image as uint8 RGB (H, W, 3), upright by its EXIF orientation (grey,
+    16- and 32-bit grey, float grey, palette and RGBA are converted; see pil_to_rgb8).
 
     Raises VideoReadError (naming it `what`) when it is missing or not a readable image.
     """

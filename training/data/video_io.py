@@ -27,8 +27,9 @@ from mcc_fast.io.video import (
     VideoReadError,
     _av,
     _open_video,
-    temporary_sibling,
     iter_video_frames,
+    temporary_sibling,
+    upright,
     probe_video,
     read_image,
 )
@@ -137,7 +138,7 @@ def read_video_frames_at(path: str | os.PathLike, indices: Sequence[int]) -> np.
         try:
             for frame in container.decode(stream):
                 if count in need:
-                    picked[count] = frame.to_ndarray(format="rgb24")
+                    picked[count] = upright(frame)
                 final = frame
                 count += 1
                 if count > last:
@@ -147,7 +148,7 @@ def read_video_frames_at(path: str | os.PathLike, indices: Sequence[int]) -> np.
         if final is None:
             raise VideoReadError(f"video {str(path)!r} has no frames")
         if count <= last:  # ran out of frames: indices past the end get the final frame
-            tail = picked[count - 1] if (count - 1) in picked else final.to_ndarray(format="rgb24")
+            tail = picked[count - 1] if (count - 1) in picked else upright(final)
             for i in wanted:
                 if i >= count:
                     picked[i] = tail
