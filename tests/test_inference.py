@@ -217,6 +217,38 @@ def test_bad_driving_and_options(model, face, clip, tmp_path):
         model.animate(face, clip, reference=clip[:2])
 
 
+def test_arguments_are_checked_at_call_time(model, face, clip):
+    frames = list(model.animate(face, clip[:2], batch_size=np.int64(2)))  # numpy integers are integers
+    assert len(frames) == 2
+    for flag in ("relative", "adapt_scale", "side_by_side", "strict"):
+        with pytest.raises(TypeError, match=f"{flag} must be True or False, got 'False'"):
+            model.animate(face, clip, **{flag: "False"})
+    with pytest.raises(TypeError, match="fast must be True, False or None"):
+        model.animate(face, clip, fast="no")
+    with pytest.raises(TypeError, match="note must be a callable"):
+        model.animate(face, clip, note="quiet")
+    for crop in ("foo", (1, 2, 3), (0, 0, -4, 8), (8.9, 8.9, 40.9, 40.9), (True, 0, 8, 8)):
+        with pytest.raises(ValueError, match="crop"):
+            model.animate(face, iter(clip), crop=crop)  # not only at the first frame
+    with pytest.raises(ValueError, match="source_crop"):
+        model.animate(face, clip, source_crop=(0, 0, 0, 4))
+    box = (2.0, 2, np.int64(40), torch.tensor(40).item())  # integral values of any integer type
+    assert len(list(model.animate(face, clip[:1], crop=box))) == 1
+    with pytest.raises(TypeError, match="source must be a tensor"):  # the reference path too
+        model(face, torch.zeros(1, 3, SIZE, SIZE))
+
+
+def test_zero_to_one_float_images_are_warned_about(model, face):
+    from mcc_fast.inference.inputs import UnitRangeWarning
+
+    unit = torch.from_numpy(face).permute(2, 0, 1).float() / 255  # torchvision ToTensor's range
+    with pytest.warns(UnitRangeWarning, match=r"source: every value lies in \[0, 1\].*x \* 2 - 1"):
+        to_image_tensor(unit, name="source")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnitRangeWarning)
+        to_image_tensor(unit * 2 - 1, name="source")
+
+
 def test_to_image_tensor_forms():
     array = np.arange(2 * 4 * 5 * 3, dtype=np.uint8).reshape(2, 4, 5, 3)
     batch = to_image_tensor(array, name="x")

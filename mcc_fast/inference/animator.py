@@ -16,7 +16,8 @@ import torch
 
 from ..model.generator.outputs import SourceFeatures
 from ..model.motion.keypoint_detector import Keypoints
-from .inputs import CropBox, _pil_image_type, is_path, prepare_images
+from ..ops._checks import as_index
+from .inputs import CropBox, _pil_image_type, check_box_form, is_path, prepare_images
 from .relative_motion import movement_scale, relative_keypoints
 
 if TYPE_CHECKING:
@@ -160,11 +161,26 @@ def animate(model: "Model", source: Any, driving: Any, *, relative: bool = True,
         `from_pretrained` on CUDA). False: the reference path.
 
     The model expects aligned face crops (the face centred, filling most of a square frame).
-    Arguments and the source are checked when this is called; driving frames as they are read
-    (an empty video raises ValueError on the first `next`). Runs under no_grad, in eval mode.
+    Arguments (flags must be bools; crop boxes four integers) and the source are checked when
+    this is called; driving frames as they are read (an empty video raises ValueError on the
+    first `next`; whether a crop box lies inside the frames is checked on the frames). The
+    weights must not change while the iterator is consumed (the source, its keypoints and the
+    reference keypoints are computed at the start). Runs under no_grad, in eval mode.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    size_value = as_index(batch_size)
+    if size_value is None or size_value < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = size_value
+    for flag, value in (("relative", relative), ("adapt_scale", adapt_scale), ("side_by_side", side_by_side),
+                        ("strict", strict)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{flag} must be True or False, got {value!r}")
+    if fast is not None and not isinstance(fast, (bool, np.bool_)):
+        raise TypeError(f"fast must be True, False or None, got {fast!r}")
+    if note is not None and not callable(note):
+        raise TypeError(f"note must be a callable taking one message (or None), got {type(note).__name__}")
+    check_box_form(crop, "crop")
+    check_box_form(source_crop, "source_crop")
     if output not in OUTPUT_TYPES:
         raise ValueError(f"output must be one of {OUTPUT_TYPES}, got {output!r}")
     config = model.config

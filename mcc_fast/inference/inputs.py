@@ -30,7 +30,9 @@ import torch.nn.functional as F
 __all__ = [
     "CropBox",
     "ResizeNote",
+    "UnitRangeWarning",
     "center_square_box",
+    "check_box_form",
     "crop_images",
     "fit_to_size",
     "parse_crop",
@@ -94,8 +96,14 @@ def _tensor_to_batch(tensor: torch.Tensor, name: str) -> torch.Tensor:
     return batch
 
 
+class UnitRangeWarning(UserWarning):
+    """A float image whose values all lie in [0, 1]: probably torchvision's ToTensor range,
+    which the model (taking [-1, 1]) would see as a washed-out, bright image."""
+
+
 def _check_values(batch: torch.Tensor, name: str) -> None:
-    """NaN/inf and range check of a float batch (one device sync)."""
+    """NaN/inf and range check of a float batch (one device sync); a UnitRangeWarning when
+    every value lies in [0, 1] (a real portrait in [-1, 1] has pixels darker than mid-grey)."""
     low, high = torch.aminmax(batch.detach().float())
     low, high = float(low), float(high)
     if not (np.isfinite(low) and np.isfinite(high)):
@@ -103,6 +111,52 @@ def _check_values(batch: torch.Tensor, name: str) -> None:
     if low < -1 - RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
         raise ValueError(f"{name}: float tensor values must lie in [-1, 1], got [{low:.3g}, {high:.3g}] "
                          f"(for 0..255 data pass a uint8 numpy array)")
+    if low >= 0.0 and high > 0.0:
+        warnings.warn(f"{name}: every value lies in [0, 1] ([{low:.3g}, {high:.3g}]); the model takes [-1, 1] "
+                      "images: pass x * 2 - 1 if these are 0..1 (ToTensor) images", UnitRangeWarning, stacklevel=4)
+
+
+def check_box_form(crop: Any, name: str) -> None:
+    """The form of a crop argument (before any image is seen): None, "center"/"centre", or four
+    integers (x, y, w, h) with x, y >= 0 and w, h > 0; ValueError naming `name` otherwise.
+    Whether the box lies inside the image is checked on each image."""
+    if crop is None:
+        return
+    if isinstance(crop, str):
+        if crop.strip().lower() not in ("center", "centre"):
+            raise ValueError(f"{name} must be (x, y, w, h) in pixels or 'center', got {crop!r}")
+        return
+    _integer_box(crop, name)
+
+
+def _integer_box(crop: Any, name: str) -> tuple[int, int, int, int]:
+    import operator
+
+    if isinstance(crop, torch.Tensor):
+        crop = crop.tolist()
+    elif isinstance(crop, np.ndarray):
+        crop = crop.tolist()
+    try:
+        values = list(crop)
+    except TypeError:
+        values = []
+    out = []
+    for v in values:
+        if isinstance(v, bool):
+            break
+        try:
+            out.append(operator.index(v))
+        except TypeError:
+            if isinstance(v, float) and v.is_integer():
+                out.append(int(v))
+            else:
+                break
+    if len(out) != 4 or len(values) != 4:
+        raise ValueError(f"{name} must be (x, y, w, h): four integers in pixels (or 'center'), got {crop!r}")
+    x, y, w, h = out
+    if w <= 0 or h <= 0 or x < 0 or y < 0:
+        raise ValueError(f"{name} (x={x}, y={y}, w={w}, h={h}) needs x, y >= 0 and w, h > 0")
+    return x, y, w, h
 
 
 def to_image_tensor(image: Any, *, name: str = "image", device: torch.device | str | None = None,
@@ -175,11 +229,8 @@ def _resolve_box(crop: CropBox, height: int, width: int, name: str) -> tuple[int
         if crop.lower() not in ("center", "centre"):
             raise ValueError(f"{name} crop must be (x, y, w, h) or 'center', got {crop!r}")
         return center_square_box(height, width)
-    try:
-        x, y, w, h = (int(v) for v in crop)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} crop must be (x, y, w, h) in pixels or 'center', got {crop!r}") from None
-    if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
+    x, y, w, h = _integer_box(crop, f"{name} crop")
+    if x + w > width or y + h > height:
         raise ValueError(f"{name} crop (x={x}, y={y}, w={w}, h={h}) must lie inside the {width}x{height} "
                          f"(width x height) image with w, h > 0")
     return x, y, w, h

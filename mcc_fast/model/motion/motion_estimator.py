@@ -65,7 +65,7 @@ class MotionEstimator(nn.Module):
     def _check_image(self, name: str, image: torch.Tensor) -> None:
         cfg = self.config
         if not isinstance(image, torch.Tensor):
-            raise ValueError(f"{name} must be a tensor, got {type(image).__name__}")
+            raise TypeError(f"{name} must be a tensor, got {type(image).__name__}")
         if not image.is_floating_point():
             raise ValueError(f"{name} must be a floating tensor, got {image.dtype}")
         expected = (cfg.num_channels, cfg.image_size, cfg.image_size)
