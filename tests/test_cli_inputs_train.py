@@ -81,3 +81,13 @@ def test_out_must_be_a_folder(tmp_path, capsys):
         err = _error(capsys, ["train", "--config", "smoke", "--out", str(out)])
         assert "--out" in err and says in err and "Errno" not in err
     assert src.read_bytes() == b"not a folder"
+
+
+def test_a_shipped_config_name_is_not_shadowed_by_a_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smoke").mkdir()  # e.g. the run folder of an earlier smoke run
+    from mcc_fast.training.config import CONFIG_DIR
+
+    assert load_config("smoke").to_dict() == load_config(CONFIG_DIR / "smoke.yaml").to_dict()
+    (tmp_path / "demo").write_text("name: my-local-demo\n")  # a local file of that name is read
+    assert load_config("demo").name == "my-local-demo"

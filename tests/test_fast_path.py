@@ -434,7 +434,7 @@ def test_fast_path_on_the_cuda_kernels_emulated_on_the_cpu(small_model):
 def test_half_precision_fast_path_of_the_trained_demo_model_reaches_40_db(dtype):
     """The parity target for half precision: >= 40 dB PSNR against fp32 reference frames of a
     trained model (the shipped demo model, on its sample clip; on the GPU where there is one).
-    Measured on CPU: bf16 55.6 dB, fp16 75.1 dB (random weights: ~37.5 / ~54 dB)."""
+    Measured on CPU: bf16 about 55.5 dB, fp16 75.1 dB (random weights: ~37.5 / ~54 dB)."""
     import numpy as np
 
     from mcc_fast.assets import DEMO_DRIVING, DEMO_MODEL, DEMO_SOURCE

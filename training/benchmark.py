@@ -68,13 +68,16 @@ def benchmark_step(config_name: str, data_root: Path, precision: str, batch: int
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
     parser = argparse.ArgumentParser(prog="python -m mcc_fast.training.benchmark", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="official")
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--config", default="official",
+                        help="training config: a YAML file or official, demo, smoke (default official)")
+    parser.add_argument("--batch", type=int, default=4, help="micro-batch per step (default 4)")
     parser.add_argument("--runs", nargs="+", default=["fp32:reference", "bf16:fused"], type=_run,
-                        metavar="PRECISION:OPS", help="precision fp32|bf16|fp16, ops reference|fused")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+                        metavar="PRECISION:OPS",
+                        help="precision fp32|bf16|fp16, ops reference|fused (default fp32:reference bf16:fused)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per run (default 10)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them (default 3)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, repeatable (as for mcc-fast train)")
     args = parser.parse_args(argv)
     from .config import load_config
     from .synth import write_dataset

@@ -134,6 +134,7 @@ class ModelSection:
     generator: dict = field(default_factory=dict)
 
     def check(self, key: str = "model") -> None:
+        """Validate (and normalise) this section in place; ConfigError naming `key.field`."""
         if self.preset not in ("official", "small"):
             _fail(f"{key}.preset", "'official' or 'small'", self.preset)
         self.image_size = _int(f"{key}.image_size", self.image_size, 16, MAX_IMAGE_SIZE)
@@ -182,6 +183,7 @@ class DiscriminatorSection:
     num_layers: int = 4
 
     def check(self, key: str = "discriminator") -> None:
+        """Validate (and normalise) this section in place; ConfigError naming `key.field`."""
         self.base_channels = _int(f"{key}.base_channels", self.base_channels, 1)
         self.num_layers = _int(f"{key}.num_layers", self.num_layers, 1)
 
@@ -200,6 +202,7 @@ class DataSection:
     cache_mb: int = 256
 
     def check(self, key: str = "data") -> None:
+        """Validate (and normalise) this section in place; ConfigError naming `key.field`."""
         self.root = _optional_path(f"{key}.root", self.root)
         for name in ("id_sampling", "hflip", "time_flip"):
             setattr(self, name, _bool(f"{key}.{name}", getattr(self, name)))
@@ -220,6 +223,7 @@ class OptimSection:
     gamma: float = 0.5
 
     def check(self, key: str = "optim") -> None:
+        """Validate (and normalise) this section in place; ConfigError naming `key.field`."""
         self.lr = _float(f"{key}.lr", self.lr, 0.0)
         if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2:
             _fail(f"{key}.betas", "two numbers in [0, 1)", self.betas)
@@ -257,6 +261,7 @@ class TrainSection:
     fused_ops: Any = "auto"
 
     def check(self, key: str = "train") -> None:
+        """Validate (and normalise) this section in place; ConfigError naming `key.field`."""
         self.total_iter = _int(f"{key}.total_iter", self.total_iter, 1)
         self.ema_decay = _float(f"{key}.ema_decay", self.ema_decay, 0.0, 1.0)
         self.accumulate = _int(f"{key}.accumulate", self.accumulate, 1)
@@ -307,6 +312,7 @@ class LossSection(LossWeights):
     equivariance: EquivarianceSection = field(default_factory=EquivarianceSection)
 
     def check(self, key: str = "loss") -> None:
+        """Validate (and normalise) this section in place; ConfigError naming `key.field`."""
         if not isinstance(self.start_iters, Mapping):
             _fail(f"{key}.start_iters", "a mapping term -> iteration, e.g. {gan: 5001}", self.start_iters)
         try:
@@ -345,6 +351,7 @@ class LogSection:
     val_frames: int = 32
 
     def check(self, key: str = "log") -> None:
+        """Validate (and normalise) this section in place; ConfigError naming `key.field`."""
         for name in ("print_every", "image_every", "val_every", "val_videos", "val_frames"):
             setattr(self, name, _int(f"{key}.{name}", getattr(self, name), 0))
         self.progress = _bool(f"{key}.progress", self.progress)
@@ -359,6 +366,7 @@ class CheckpointSection:
     keep_last: int = 3
 
     def check(self, key: str = "checkpoint") -> None:
+        """Validate (and normalise) this section in place; ConfigError naming `key.field`."""
         self.every = _int(f"{key}.every", self.every, 0)
         self.keep_last = _int(f"{key}.keep_last", self.keep_last, 1)
 
@@ -512,7 +520,9 @@ def load_config(path: str | os.PathLike | None = None,
     data: dict = {}
     if path is not None:
         file = Path(path)
-        if not file.exists() and not file.suffix and (CONFIG_DIR / f"{path}.yaml").is_file():
+        # A bare name of a shipped config wins over a folder of that name (e.g. a run folder
+        # `smoke/` in the working directory); a local *file* of that name is read instead.
+        if not file.is_file() and not file.suffix and (CONFIG_DIR / f"{path}.yaml").is_file():
             file = CONFIG_DIR / f"{path}.yaml"
         if not file.is_file():
             shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))

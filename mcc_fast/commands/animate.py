@@ -2,8 +2,8 @@
 
     mcc-fast animate --source face.png --driving video.mp4 --output out.mp4 [--checkpoint PATH]
         [--relative|--absolute] [--no-adapt-scale] [--dtype fp16|bf16|fp32] [--batch N]
-        [--device cuda|cpu] [--crop x,y,w,h|center] [--source-crop x,y,w,h|center]
-        [--side-by-side] [--overwrite] [--strict] [--quiet]
+        [--device cuda|cuda:N|cpu] [--crop x,y,w,h|center] [--source-crop x,y,w,h|center]
+        [--side-by-side] [--reference-path] [--overwrite] [--strict] [--quiet]
 
 The output keeps the driving video's frame rate (fractional rates included) and audio
 (copied; re-encoded to AAC only when the output container cannot hold it), H.264. It is
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="source portrait (png, jpg, ...): an aligned face crop, as in the training data")
     parser.add_argument("--driving", required=True, metavar="VIDEO", help="driving video (any container PyAV reads)")
     parser.add_argument("--output", required=True, metavar="VIDEO",
-                        help="output video: .mp4, .mov or .mkv (H.264, the driving video's frame rate and audio)")
+                        help="output video: .mp4, .m4v, .mov or .mkv (H.264, the driving video's frame rate and audio)")
     parser.add_argument("--checkpoint", metavar="PATH",
                         help="model: our .safetensors file or folder, or the authors' checkpoint folder "
                              "(default: the embedded demo model, when installed)")

@@ -16,7 +16,8 @@ from ..assets import DEMO_DRIVING, DEMO_MODEL, DEMO_MODEL_NOTE, DEMO_SOURCE
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="mcc_fast_demo", metavar="DIR", help="output folder (default ./mcc_fast_demo)")
-    parser.add_argument("--device", choices=("cuda", "cpu"), default=None)
+    parser.add_argument("--device", choices=("cuda", "cpu"), default=None,
+                        help="default: cuda when available, else cpu")
     parser.add_argument("--overwrite", action="store_true", help="replace files from an earlier demo run")
 
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     source = read_image(DEMO_SOURCE)
     driving = list(iter_video_frames(DEMO_DRIVING))
     fps = probe_video(DEMO_DRIVING).fps
-    panels = list(model.animate(source, driving, relative=True, side_by_side=True))
+    panels = list(model.animate(source, driving, relative=True, side_by_side=True, fast=True))
     size = model.config.image_size
     results = [p[:, 2 * size:] for p in panels]
     with VideoWriter(targets[0], fps, overwrite=args.overwrite) as writer:

@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DIR", help="dataset root (FOMM layout: DIR/test/...)")
     parser.add_argument("--split", default="test", choices=("test", "train"),
                         help="split folder inside --data (default test)")
-    parser.add_argument("--mode", choices=("same-id", "cross-id"), default="same-id")
+    parser.add_argument("--mode", choices=("same-id", "cross-id"), default="same-id",
+                        help="same-id: reconstruct each test video from its first frame (default); "
+                             "cross-id: animate the sources of --pairs with other people's motion")
     parser.add_argument("--pairs", metavar="CSV", help="cross-id pairs: a CSV with columns source,driving "
                         "(video names of the split, or image / video file paths)")
     parser.add_argument("--metrics", default="l1,psnr,lpips,fid,akd,aed",
@@ -44,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluate at most this many frames per video")
     parser.add_argument("--batch", type=positive_int, default=8, metavar="N",
                         help="frames per forward pass (default 8)")
-    parser.add_argument("--device", choices=("cuda", "cpu"), default=None)
+    parser.add_argument("--device", choices=("cuda", "cpu"), default=None,
+                        help="default: cuda when available, else cpu")
     parser.add_argument("--official-references", action="store_true",
                         help="FID and identity metrics against the source image, as the official code does")
 

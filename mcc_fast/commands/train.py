@@ -2,6 +2,7 @@
 
     mcc-fast train --config official --data DATA [--out DIR] [--resume [CKPT]] [--overwrite]
                    [--init-from PATH] [--set key=value ...] [--vgg-weights PATH | --random-vgg]
+                   [--stop-at STEP]
 
 A fresh run into a run folder that already holds checkpoints is refused: continue it with
 --resume, or start afresh with --overwrite (deletes those checkpoints first).
@@ -24,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None,
                         help="dataset root in the FOMM layout (train/ and test/ folders of videos); "
                              "overrides data.root")
-    parser.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
+    parser.add_argument("--out", default=None, help="run folder (default runs/<the config's name:>, e.g. runs/mcc-smoke)")
     parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
                         help="continue exactly from the newest checkpoint in --out (or from CHECKPOINT, a "
                              "checkpoint folder); starts fresh when --out holds none. Resuming from an older "

@@ -54,9 +54,13 @@ class LandmarkDetector(Protocol):
     device: torch.device
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "LandmarkDetector": ...
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "LandmarkDetector":
+        """The network with the weight file `path` (a clear error when absent), on `device`."""
+        ...
 
-    def detect(self, frames: torch.Tensor) -> torch.Tensor: ...
+    def detect(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames (B, 3, H, W) -> landmarks (B, K, 2), float."""
+        ...
 
 
 @runtime_checkable
@@ -66,9 +70,13 @@ class IdentityEmbedder(Protocol):
     device: torch.device
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "IdentityEmbedder": ...
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "IdentityEmbedder":
+        """The network with the weight file `path` (a clear error when absent), on `device`."""
+        ...
 
-    def embed(self, frames: torch.Tensor) -> torch.Tensor: ...
+    def embed(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames (B, 3, H, W) -> embeddings (B, D), float."""
+        ...
 
 
 @runtime_checkable
@@ -78,9 +86,13 @@ class HeadPoseEstimator(Protocol):
     device: torch.device
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "HeadPoseEstimator": ...
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "HeadPoseEstimator":
+        """The network with the weight file `path` (a clear error when absent), on `device`."""
+        ...
 
-    def estimate(self, frames: torch.Tensor) -> torch.Tensor: ...
+    def estimate(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames (B, 3, H, W) -> (yaw, pitch, roll) degrees (B, 3), float."""
+        ...
 
 
 def _as_float64(values, name: str, ndim: int) -> np.ndarray:

@@ -303,6 +303,7 @@ class InceptionV3Pool3(nn.Module):
         return self.Conv2d_1a_3x3.conv.weight.device
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (B, 3, H, W), uint8 0..255 or float 0..1 -> pool3 features float32 (B, 2048)."""
         if frames.dim() != 4 or frames.shape[1] != 3:
             raise ValueError(f"frames must be (B, 3, H, W), got shape {tuple(frames.shape)}")
         x = frames.to(torch.float32) / 255.0 if frames.dtype == torch.uint8 else frames.to(torch.float32)

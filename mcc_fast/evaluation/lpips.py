@@ -83,6 +83,7 @@ class VGG16Features(nn.Module):
         return tuple(self.widths[i] for i in (1, 3, 6, 9, 12))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x (B, 3, H, W) normalised -> the five relu taps (B, C_i, H_i, W_i), float."""
         taps = []
         for index, layer in enumerate(self.features):
             x = layer(x)
@@ -118,6 +119,7 @@ class LPIPSVGG(nn.Module):
         return x.to(torch.float32)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Images a, b (B, 3, H, W), uint8 or float in [-1, 1] -> LPIPS distance float32 (B,)."""
         a = self._to_model_range(a, "a")
         b = self._to_model_range(b, "b")
         if a.shape != b.shape:

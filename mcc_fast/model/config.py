@@ -57,15 +57,17 @@ class ModelConfig:
         return cls(**parts)
 
     def to_json(self) -> str:
+        """The config as a JSON string (sorted keys; what our checkpoints store)."""
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
+        """The config of a `to_json` string (unknown fields are a ValueError)."""
         return cls.from_dict(json.loads(text))
 
     @classmethod
     def small(cls, image_size: int = 64, num_kp: int = 10, width: int = 32) -> "ModelConfig":
-        """A narrow model for tests and demos (image_size 64 or 128)."""
+        """A narrow model for tests and demos (image_size 32, 64 or 128; a fourth level above 64)."""
         generator = GeneratorConfig(
             image_size=image_size, base_channels=width, channel_multipliers=(1, 2, 2) if image_size <= 64 else (1, 2, 2, 4),
             num_keypoints=num_kp, motion_codebook_size=96, motion_dim=16, appearance_codebook_size=96,

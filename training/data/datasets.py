@@ -404,6 +404,7 @@ class FramePairDataset(Dataset):
 
     @property
     def epoch(self) -> int:
+        """The epoch items are drawn for (set by `set_epoch`; shared with DataLoader workers)."""
         return int(self._epoch[0])
 
     def set_epoch(self, epoch: int) -> None:
