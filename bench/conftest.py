@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -14,6 +15,25 @@ if not torch.cuda.is_available():
 import mcc_fast  # noqa: E402,F401  (imported first: the installed package wins over the source tree)
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # `bench.harness` importable
+
+
+def _terminate(signum, frame):
+    # `timeout` (bench/gpu_check.sh) sends SIGTERM: end like Ctrl-C, so that pytest still runs its
+    # session-finish hooks and pytest-benchmark writes the JSON of every benchmark finished so far.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+signal.signal(signal.SIGTERM, _terminate)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    """Before pytest-benchmark saves: drop a benchmark the interrupt left without any timing
+    (its statistics would raise on the empty data and no JSON would be written at all)."""
+    bs = getattr(session.config, "_benchmarksession", None)
+    if bs is not None:
+        bs.benchmarks[:] = [b for b in bs.benchmarks if getattr(getattr(b, "stats", None), "data", None)]
+    yield
 
 
 def pytest_addoption(parser):

@@ -18,7 +18,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
 FAKE_PYTHON = r"""#!/usr/bin/env bash
 args="$*"
 case "$args" in
-  "- "*) cat > /dev/null; echo '{}' > "$2"; exit 0 ;;
+  "- "*) cat > /dev/null; echo '{}' > "$2"; [ -n "${FAKE_NO_GPU:-}" ] && exit 3; exit 0 ;;
   *summarize.py*) echo "| ratio |"; exit 0 ;;
 esac
 step=other
@@ -47,7 +47,7 @@ def _run(tmp_path: Path, *args: str, **env: str) -> tuple[int, dict[str, str], s
     shutil.copy(SCRIPT, repo / "bench" / "gpu_check.sh")
     for name in ("tests",):
         (repo / name).mkdir()
-    for name in ("test_vq.py", "test_warp.py", "test_cuda_runtime.py"):
+    for name in ("test_vq.py", "test_warp.py", "test_group_norm_swish.py", "test_cuda_runtime.py"):
         (repo / "tests" / name).write_text("")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -69,9 +69,9 @@ def _run(tmp_path: Path, *args: str, **env: str) -> tuple[int, dict[str, str], s
 def test_every_step_runs_in_order_and_records_its_status(tmp_path):
     rc, status, stdout = _run(tmp_path, "--quick", "--budget", "200")
     assert rc == 0, stdout
-    assert list(status) == ["build", "info", "gpu-tests", "bench", "train-bench", "memcheck"]
+    assert list(status) == ["build", "info", "environment", "gpu-tests", "bench", "train-bench", "memcheck"]
     assert set(status.values()) == {"rc=0"}
-    assert (tmp_path / "results" / "RESULTS.md").read_text().strip() == "| ratio |"
+    assert (tmp_path / "results" / "RESULTS.md").read_text().startswith("| ratio |")
 
 
 def test_a_failed_step_fails_the_script_and_the_rest_still_runs(tmp_path):
@@ -88,3 +88,13 @@ def test_the_budget_cuts_a_long_step_and_skips_what_no_longer_fits(tmp_path):
     assert status["info"] == "rc=124"  # timeout's exit status
     assert status["gpu-tests"] == status["bench"] == status["train-bench"] == status["memcheck"] == "skipped-budget"
     assert rc != 0  # the cut step counts as failed
+
+
+def test_a_failed_training_benchmark_is_recorded(tmp_path):
+    rc, status, _ = _run(tmp_path, "--quick", "--budget", "200", FAKE_RC_trainbench="1")
+    assert status["train-bench"] == "rc=1" and rc != 0
+
+
+def test_no_gpu_visible_fails_the_script(tmp_path):
+    rc, status, _ = _run(tmp_path, "--quick", "--budget", "200", FAKE_NO_GPU="1")
+    assert status["environment"] == "rc=3" and rc != 0
