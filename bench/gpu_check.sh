@@ -6,8 +6,9 @@
 #
 #   bash bench/gpu_check.sh [--quick] [--budget SECONDS] [--out DIR]
 #
-# --quick finishes within 8 minutes (GPU tests of the kernels, a reduced benchmark set).
-# --budget (default 540 s, quick 460 s) is never overrun: each step gets what is left. The
+# --quick finishes within 9 minutes (GPU tests of the kernels' cuda and triton backends, a
+# reduced benchmark set, the training step, memcheck): one device call (timeout_s 580).
+# --budget (default 540 s, quick 520 s) is never overrun: each step gets what is left. The
 # device tool caps one command at 600 s: a full run of every test does not fit in one call.
 # --out defaults to $OUT (what the device tool brings back) when set, else bench/results.
 set -uo pipefail
@@ -28,7 +29,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-[ -n "$budget" ] || budget=$([ $quick = 1 ] && echo 460 || echo 540)
+[ -n "$budget" ] || budget=$([ $quick = 1 ] && echo 520 || echo 540)
 start=$(date +%s)
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
@@ -86,6 +87,9 @@ kernel_tests=$(ls tests/test_vq*.py tests/test_warp*.py tests/test_grid_sample*.
 q() { [ $quick = 1 ] && echo "$1" || echo 0; }
 if [ $quick = 1 ]; then
   step gpu-tests 60 "$(q 150)" "$PY" -m pytest -q -m gpu $kernel_tests
+  # the Triton kernels compiled for the GPU (on CPU they only ever ran in the interpreter)
+  step triton-tests 40 "$(q 80)" "$PY" -m pytest -q -m "not gpu and not cuda_emulated and not slow" -k triton \
+    $kernel_tests
 else
   step tests 120 0 "$PY" -m pytest -q tests
 fi

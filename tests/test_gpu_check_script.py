@@ -27,6 +27,7 @@ case "$args" in
   *"mcc_fast info"*) step=info ;;
   *"pytest -q -m gpu -x"*) step=sanitized ;;
   *"pytest -q -m gpu"*) step=gputests ;;
+  *"-k triton"*) step=tritontests ;;
   *"pytest -q bench"*) step=bench ;;
   *training.benchmark*) step=trainbench ;;
 esac
@@ -69,7 +70,8 @@ def _run(tmp_path: Path, *args: str, **env: str) -> tuple[int, dict[str, str], s
 def test_every_step_runs_in_order_and_records_its_status(tmp_path):
     rc, status, stdout = _run(tmp_path, "--quick", "--budget", "200")
     assert rc == 0, stdout
-    assert list(status) == ["build", "info", "environment", "gpu-tests", "bench", "train-bench", "memcheck"]
+    assert list(status) == ["build", "info", "environment", "gpu-tests", "triton-tests", "bench", "train-bench",
+                            "memcheck"]
     assert set(status.values()) == {"rc=0"}
     assert (tmp_path / "results" / "RESULTS.md").read_text().startswith("| ratio |")
 
