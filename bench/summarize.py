@@ -22,7 +22,9 @@ def rows(bench: dict) -> list[dict]:
     for b in bench.get("benchmarks") or []:
         info = b.get("extra_info") or {}
         stats = b.get("stats") or {}
-        median = _num(stats.get("median"))
+        median = _num(info.get("median_s"))  # the time the ratio is computed from
+        if median is None:
+            median = _num(stats.get("median"))
         ref = _num(info.get("reference_median_s"))
         peak, ref_peak = _num(info.get("peak_bytes")), _num(info.get("reference_peak_bytes"))
         out.append({
