@@ -176,6 +176,8 @@ def test_cross_identity_with_file_paths_and_identity_metrics(setup, capsys, tmp_
     assert results["failed"] == [] and results["videos"][0]["num_frames"] == 2  # --max-frames 2
     assert results["mean"]["l1"] > 0 and results["mean"]["aed"] >= 0 and -1 <= results["mean"]["csim"] <= 1
     assert "note: " in err and "resized from 48x48" in err and ".py:" not in err  # a note, not a raw warning
+    assert "cross-id: l1 compare the output with the driving frames of another person" in err
+    assert results["settings"]["mode"] == "cross-id"
 
 
 def test_nothing_evaluated_exits_1_and_writes_nothing(setup, capsys, tmp_path):

@@ -532,6 +532,7 @@ def test_runner_end_to_end_with_an_unreadable_entry(tmp_path, capsys):
     rows = list(csv.DictReader(output.with_suffix(".csv").open()))
     assert [r["name"] for r in rows] == ["video1", "video2", "broken", "empty", "MEAN"]
     assert rows[2]["status"].startswith("error: generated unreadable")
+    assert rows[-1]["status"] == "mean of 2 videos; 2 failed, left out"
     assert float(rows[-1]["l1"]) == pytest.approx(results["mean"]["l1"])
     assert sorted(p.name for p in output.parent.iterdir()) == ["results.csv", "results.json"]  # no temp files left
 
@@ -612,3 +613,21 @@ def test_runner_skips_a_video_whose_loader_raises_anything():
                                  device="cpu", log=lambda _: None)
     assert results["num_videos"] == 1
     assert results["failed"][0]["name"] == "bad" and "KeyError" in results["failed"][0]["error"]
+
+
+def test_corrupt_or_pickled_weight_files_are_one_clear_error(tmp_path):
+    import collections
+
+    from mcc_fast.evaluation.weights import load_state_dict
+
+    truncated = tmp_path / "vgg.pth"
+    torch.save({"w": torch.ones(4)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    with pytest.raises(ValueError, match=r"vgg.pth' \(truncated, corrupt or not a state dict\)") as info:
+        load_state_dict(truncated)
+    assert "\n" not in str(info.value)
+    pickled = tmp_path / "obj.pth"
+    torch.save(collections.Counter(a=1), pickled)  # an object, not tensors
+    with pytest.raises(ValueError) as info:
+        load_state_dict(pickled)
+    assert "weights_only=False" not in str(info.value) and "obj.pth" in str(info.value)

@@ -36,8 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "cross-id: animate the sources of --pairs with other people's motion")
     parser.add_argument("--pairs", metavar="CSV", help="cross-id pairs: a CSV with columns source,driving "
                         "(video names of the split, or image / video file paths)")
-    parser.add_argument("--metrics", default="l1,psnr,lpips,fid,akd,aed",
-                        help=f"comma-separated, from {','.join(METRICS)} (default l1,psnr,lpips,fid,akd,aed)")
+    parser.add_argument("--metrics", default=None,
+                        help=f"comma-separated, from {','.join(METRICS)} (default: {DEFAULT_METRICS['same-id']} for "
+                             f"same-id, {DEFAULT_METRICS['cross-id']} for cross-id, which has no ground truth). "
+                             "AED and CSIM both use the ArcFace embedder given in --weights-dir (AED = its "
+                             "embedding distance; the paper's AED used OpenFace)")
     parser.add_argument("--weights-dir", metavar="DIR", help="folder of the metric networks' weight files")
     parser.add_argument("--output", default="results.json", metavar="FILE.json",
                         help="JSON results (default results.json); the CSV is written beside it (FILE.csv)")
@@ -50,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="default: cuda when available, else cpu")
     parser.add_argument("--official-references", action="store_true",
                         help="FID and identity metrics against the source image, as the official code does")
+
+
+#: Metrics per mode: cross-identity output has no ground truth, so the default there are the
+#: metrics that do not compare pixels with the driving person (FID, identity to the source, pose).
+DEFAULT_METRICS = {"same-id": "l1,psnr,lpips,fid,akd,aed", "cross-id": "fid,csim,ard"}
+#: Metrics that, in cross-id mode, compare the output with another person's driving frames.
+_PIXEL_METRICS = ("l1", "psnr", "lpips")
 
 
 def _note(message: str) -> None:
@@ -272,6 +282,8 @@ def _run(args: argparse.Namespace) -> int:
     from ..training.data.datasets import VideoSequenceDataset
     from .animate import _checkpoint
 
+    if args.metrics is None:
+        args.metrics = DEFAULT_METRICS[args.mode]
     _check_options(args)
     root = Path(args.data)
     pairs = _read_pairs(Path(args.pairs)) if args.mode == "cross-id" else []
@@ -280,6 +292,11 @@ def _run(args: argparse.Namespace) -> int:
     inputs = [root, checkpoint, *([Path(args.pairs)] if args.pairs else []), *_check_refs(pairs, names, args)]
     inputs += [Path(args.weights_dir)] if args.weights_dir else []
     json_path, csv_path = _check_outputs(Path(args.output), args.overwrite, inputs)
+    if args.mode == "cross-id":
+        compared = [m for m in _PIXEL_METRICS if m in args.metrics.split(",")]
+        if compared:
+            _note(f"cross-id: {', '.join(compared)} compare the output with the driving frames of another "
+                  "person, not with a ground truth")
 
     model = _load_model(args)
     if args.checkpoint is None:
@@ -301,7 +318,11 @@ def _run(args: argparse.Namespace) -> int:
     if failure:
         print(f"{PROG}: error: {failure}; no results written", file=sys.stderr)
         return 1
+    results["settings"]["mode"] = args.mode
     print(format_summary(results))
+    if results["failed"]:
+        _note(f"{len(results['failed'])} of {len(results['failed']) + results['num_videos']} videos could not be "
+              "evaluated and are left out of every mean (listed in the JSON under 'failed' and in the CSV)")
     write_json(json_path, results)
     write_csv(csv_path, results)
     print(f"results written to {json_path} and {csv_path}")

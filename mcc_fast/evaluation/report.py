@@ -68,7 +68,8 @@ def _cell(value) -> str:
 
 def write_csv(path: str | os.PathLike, results: dict) -> Path:
     """One row per video (``name, status, num_frames, <metrics>``), failed videos with
-    their error as status, and a last ``MEAN`` row with the dataset values (atomic)."""
+    their error as status, and a last ``MEAN`` row with the dataset values and how many videos
+    they cover (atomic)."""
     metrics = list(results["metrics"])
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -78,5 +79,7 @@ def write_csv(path: str | os.PathLike, results: dict) -> Path:
     for failed in results["failed"]:
         writer.writerow([failed["name"], f"error: {failed['error']}", 0, *([""] * len(metrics))])
     mean = results["mean"]
-    writer.writerow(["MEAN", "ok", results["num_frames"], *(_cell(mean.get(m)) for m in metrics)])
+    failed = len(results["failed"])
+    status = f"mean of {results['num_videos']} videos" + (f"; {failed} failed, left out" if failed else "")
+    writer.writerow(["MEAN", status, results["num_frames"], *(_cell(mean.get(m)) for m in metrics)])
     return write_text_atomic(path, buffer.getvalue())

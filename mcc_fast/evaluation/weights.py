@@ -102,7 +102,11 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt, truncated, not a state dict
-        raise ValueError(f"cannot read weights file {str(path)!r}: {type(exc).__name__}: {exc}") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc):  # torch's advice to unpickle arbitrary code does not apply here
+            reason = "it holds more than tensors (a pickled object), which is not loaded for safety"
+        raise ValueError(f"cannot read weights file {str(path)!r} (truncated, corrupt or not a state dict): "
+                         f"{reason}") from None
     if isinstance(state, dict):
         for wrapper in ("state_dict", "params_ema", "params", "model"):
             if wrapper in state and isinstance(state[wrapper], dict):
