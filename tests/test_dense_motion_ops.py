@@ -231,6 +231,23 @@ def test_heatmap_and_sparse_motion_gradients(backend, jac):
         _close(g, exp, 1e-5, "sparse motion grads")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("variance", [0.05, 0.003])
+def test_dense_motion_input_with_another_heatmap_variance(backend, variance):
+    """The kernels take the heatmap variance as an argument: values and gradients follow it."""
+    _require(backend)
+    source, kp_s, kp_d, js, jd, _ = _problem(2, 3, 3, 7, 6, jac="near", seed=5)
+    ours = [_to(t, grad=True) for t in (source, kp_s, kp_d, js, jd)]
+    out = dense_motion_input(*ours, variance=variance, backend=backend)
+    grad_out = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    grads = torch.autograd.grad(out, ours, _to(grad_out))
+    want, expected = _ref_grads(lambda *a: ref.dense_motion_input(*a, variance=variance),
+                                (source, kp_s, kp_d, js, jd), grad_out)
+    _close(out, want, 2e-5, f"dense motion input, variance {variance}")
+    for g, e in zip(grads, expected):
+        _close(g, e, 2e-5, f"dense motion input grads, variance {variance}")
+
+
 # ----------------------------------------------------------------------------- dtypes
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 4e-3), (torch.bfloat16, 3e-2)])

@@ -66,6 +66,27 @@ def test_reference_is_group_norm_then_silu():
     assert group_norm_swish(cl, 4, w, b, backend="torch").is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("eps", [1e-6, 0.5])
+def test_eps_matters_large_eps_and_a_constant_group(eps):
+    x, w, b = _input((2, 8, 5, 7))
+    x[:, :2] = 1.25  # group 0 constant: variance 0, so 1/sqrt(eps) scales it
+    _check(group_norm_swish(x, 4, w, b, eps, backend="triton"), group_norm_swish_reference(x, 4, w, b, eps),
+           torch.float32)
+
+
+def test_inputs_whose_strides_differ_from_the_output():
+    g = torch.Generator().manual_seed(4)
+    w, b = torch.randn(8, generator=g).to(DEVICE), torch.randn(8, generator=g).to(DEVICE)
+    channel_sliced = torch.randn(2, 16, 5, 7, generator=g).to(DEVICE)[:, ::2]
+    batch_sliced = torch.randn(4, 8, 5, 7, generator=g).to(DEVICE)[::2]
+    transposed = torch.randn(2, 8, 7, 5, generator=g).to(DEVICE).transpose(2, 3)
+    for x in (channel_sliced, batch_sliced, transposed):
+        out = group_norm_swish(x, 4, w, b, backend="triton")
+        want = group_norm_swish_reference(x, 4, w, b)
+        assert out.shape == want.shape
+        assert (out - want).abs().max().item() <= TOL[torch.float32] * max(1.0, want.abs().max().item())
+
+
 def test_weight_none_on_triton():
     x, _, _ = _input((2, 8, 3, 3))
     _check(group_norm_swish(x, 2, backend="triton"), group_norm_swish_reference(x, 2), torch.float32)
@@ -81,11 +102,14 @@ def test_strided_and_expanded_weight_and_bias_on_triton():
 
 
 def test_gradients_run_the_differentiable_reference():
-    x, w, b = _input((2, 8, 3, 3))
-    x.requires_grad_(True)
+    x, w, b = (t.double().requires_grad_(True) for t in _input((2, 8, 3, 3)))
     out = group_norm_swish(x, 4, w, b)  # auto: a gradient is needed -> torch
-    out.sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all()
+    go = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(DEVICE)
+    got = torch.autograd.grad(out, (x, w, b), go)
+    want = torch.autograd.grad(F.silu(F.group_norm(x, 4, w, b, 1e-6)), (x, w, b), go)
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e, rtol=1e-7, atol=1e-9)
+    assert torch.autograd.gradcheck(lambda a, c, d: group_norm_swish(a, 4, c, d), (x, w, b))
     with pytest.raises(RuntimeError, match="forward only"):
         group_norm_swish(x, 4, w, b, backend="triton")
 

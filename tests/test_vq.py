@@ -316,20 +316,21 @@ def _grads(fn, z, cb, seed=0):
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("deterministic", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n,d,k,num,start", [(300, 32, 64, 40, 0), (45, 256, 50, 30, 20), (77, 13, 20, None, 3)])
-def test_gradients_match_autograd_through_reference(backend, deterministic, dtype, n, d, k, num, start):
+@pytest.mark.parametrize("n,d,k,num,start,beta", [(300, 32, 64, 40, 0, 0.25), (45, 256, 50, 30, 20, 0.6),
+                                                  (77, 13, 20, None, 3, 1.3)])  # beta weighs the z gradient
+def test_gradients_match_autograd_through_reference(backend, deterministic, dtype, n, d, k, num, start, beta):
     z = _rand(n, d, seed=26, dtype=dtype)
     cb = _rand(k, d, seed=27, dtype=dtype)
-    q, gz1, gz, gcb = _grads(lambda a, b: quantize(a, b, num, start, 0.25, deterministic=deterministic,
+    q, gz1, gz, gcb = _grads(lambda a, b: quantize(a, b, num, start, beta, deterministic=deterministic,
                                                    backend=backend), z, cb)
-    r, rgz1, rgz, rgcb = _grads(lambda a, b: _ref_quantize(a, b, num, start), z, cb)
+    r, rgz1, rgz, rgcb = _grads(lambda a, b: _ref_quantize(a, b, num, start, beta), z, cb)
     assert torch.equal(q.indices, r.indices)
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-3)
     assert gz.dtype == dtype and gcb.dtype == dtype
     torch.testing.assert_close(gz1, rgz1, rtol=0, atol=0)  # straight-through: the upstream gradient
     torch.testing.assert_close(gz.float(), rgz.float(), **tol)
     # float64 autograd of the same formula (the reference in low precision rounds more)
-    r64, _, gz64, gcb64 = _grads(lambda a, b: _ref_quantize(a, b, num, start), z.double(), cb.double())
+    r64, _, gz64, gcb64 = _grads(lambda a, b: _ref_quantize(a, b, num, start, beta), z.double(), cb.double())
     torch.testing.assert_close(gcb.double(), gcb64, rtol=1e-4 if dtype == torch.float32 else 2e-2,
                                atol=1e-6 if dtype == torch.float32 else 1e-3)
     torch.testing.assert_close(gcb.float(), rgcb.float(), **tol)
