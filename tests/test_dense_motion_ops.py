@@ -255,7 +255,8 @@ def test_half_precision_inputs_compute_in_float32(backend, dtype, tol):
     _require(backend)
     shape = (2, 5, 3, 7, 6)
     source, kp_s, kp_d, js, jd, logits = _problem(*shape, jac="far", seed=8)
-    # the oracle sees exactly the rounded low-precision values, in float64
+    # the oracle sees exactly the rounded low-precision values, in float64; gradients within tol / 2
+    # (the kernels: ~10x under it; a backward computed in the half dtype: over it)
     source, kp_s, kp_d, js, jd, logits = (t.to(dtype).double() for t in (source, kp_s, kp_d, js, jd, logits))
     ours = [_to(t, dtype, grad=True) for t in (source, kp_s, kp_d, js, jd)]
     out = dense_motion_input(*ours, backend=backend)
@@ -267,7 +268,7 @@ def test_half_precision_inputs_compute_in_float32(backend, dtype, tol):
     _, expected = _ref_grads(ref.dense_motion_input, (source, kp_s, kp_d, js, jd), grad_out)
     for g, t, exp in zip(grads, ours, expected):
         assert g.dtype == dtype
-        _close(g, exp, 4 * tol, "dense motion input grad")
+        _close(g, exp, tol / 2, "dense motion input grad")
 
     lg = _to(logits, dtype, grad=True)
     kps = [_to(t, dtype, grad=True) for t in (kp_s, kp_d, js, jd)]
@@ -278,7 +279,7 @@ def test_half_precision_inputs_compute_in_float32(backend, dtype, tol):
     grads = torch.autograd.grad(flow, [lg, *kps], _to(grad_flow, dtype))
     _, expected = _ref_grads(ref.compose_flow, (logits, kp_s, kp_d, js, jd), grad_flow)
     for g, exp in zip(grads, expected):
-        _close(g, exp, 4 * tol, "flow grad")
+        _close(g, exp, tol / 2, "flow grad")
 
     # float32 geometry with half-precision logits (the model's mixed case): float32 out
     flow32 = compose_flow(_to(logits, dtype), _to(kp_s), _to(kp_d), _to(js), _to(jd), backend=backend)
