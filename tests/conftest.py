@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,25 @@ HAS_GPU = torch.cuda.is_available()
 if not HAS_GPU:
     # Must happen before any Triton kernel module is imported.
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_configure(config):
+    """Hypothesis's example database and constants cache (written while tests are collected) in a
+    temporary folder, not `.hypothesis/` in whatever folder pytest was started from: the property
+    tests are derandomized, there is nothing worth keeping."""
+    from hypothesis import configuration
+
+    config._mcc_fast_hypothesis_home = tempfile.mkdtemp(prefix="mcc_fast_hypothesis_")
+    configuration.set_hypothesis_home_dir(config._mcc_fast_hypothesis_home)
+
+
+def pytest_unconfigure(config):
+    home = getattr(config, "_mcc_fast_hypothesis_home", None)
+    if home is not None:
+        from hypothesis import configuration
+
+        configuration.set_hypothesis_home_dir(None)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

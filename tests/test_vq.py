@@ -508,7 +508,7 @@ def _problems(draw):
     return n, d, k, start, num, dtype, seed, dup
 
 
-@settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=50, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 @given(_problems())
 def test_property_search_and_quantize(problem):
     n, d, k, start, num, dtype, seed, dup = problem
