@@ -51,6 +51,38 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def _global_torch_state():
+    return {
+        "deterministic algorithms": (torch.are_deterministic_algorithms_enabled(),
+                                     torch.is_deterministic_algorithms_warn_only_enabled()),
+        "grad mode": torch.is_grad_enabled(),
+        "inference mode": torch.is_inference_mode_enabled(),
+        "default dtype": torch.get_default_dtype(),
+        "anomaly detection": torch.is_anomaly_enabled(),
+        "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_global_state():
+    """Fails a test that leaves torch's global switches (or TRITON_INTERPRET) changed for the tests after it."""
+    before = _global_torch_state()
+    yield
+    after = _global_torch_state()
+    leaked = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    if leaked:
+        for key, (old, _) in leaked.items():  # restore, so one leak fails one test
+            if key == "deterministic algorithms":
+                torch.use_deterministic_algorithms(old[0], warn_only=old[1])
+            elif key == "grad mode":
+                torch.set_grad_enabled(old)
+            elif key == "default dtype":
+                torch.set_default_dtype(old)
+            elif key == "anomaly detection":
+                torch.set_anomaly_enabled(old)
+        pytest.fail(f"the test left global state changed (before, after): {leaked}")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_nvrtc_cache(tmp_path_factory):
     """The run-time compiler's disk cache (mcc_fast.cuda.runtime.cache) in a temporary folder."""

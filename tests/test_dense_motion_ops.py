@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 import mcc_fast  # noqa: E402
 from mcc_fast.ops import compose_flow, dense_motion_input, keypoint_heatmaps, sparse_motions  # noqa: E402
 from mcc_fast.reference import dense_motion as ref  # noqa: E402
-from kernel_helpers import CUDA_EMULATED  # noqa: E402
+from kernel_helpers import CUDA_EMULATED, deterministic_algorithms  # noqa: E402
 from kernel_helpers import require_backend as _require  # noqa: E402
 
 HAS_GPU = torch.cuda.is_available()
@@ -561,8 +561,7 @@ def test_source_gradient_alerts_under_deterministic_algorithms():
     source, kp_s, kp_d, js, jd, _ = (_to(t) for t in _problem(1, 3, 3, 8, 8))
     src = source.clone().requires_grad_(True)
     kp = kp_s.clone().requires_grad_(True)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with deterministic_algorithms():
         out = dense_motion_input(src, kp, kp_d, js, jd, backend="cuda")
         with pytest.raises(RuntimeError, match="deterministic"):
             out.sum().backward()
@@ -570,5 +569,3 @@ def test_source_gradient_alerts_under_deterministic_algorithms():
         g1 = torch.autograd.grad(dense_motion_input(source, kp, kp_d, js, jd, backend="cuda").sum(), kp)[0]
         g2 = torch.autograd.grad(dense_motion_input(source, kp, kp_d, js, jd, backend="cuda").sum(), kp)[0]
         assert torch.equal(g1, g2)
-    finally:
-        torch.use_deterministic_algorithms(False)

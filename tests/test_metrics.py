@@ -631,3 +631,57 @@ def test_corrupt_or_pickled_weight_files_are_one_clear_error(tmp_path):
     with pytest.raises(ValueError) as info:
         load_state_dict(pickled)
     assert "weights_only=False" not in str(info.value) and "obj.pth" in str(info.value)
+
+
+class _HalfBlindLandmarks:
+    """A landmark detector that finds no face (NaN) in frames whose mean is below mid-grey."""
+
+    def detect(self, frames: torch.Tensor) -> np.ndarray:
+        points = np.ones((frames.shape[0], 2, 2))
+        points[frames.float().mean(dim=(1, 2, 3)).cpu().numpy() < 127.5] = np.nan
+        return points
+
+
+class _WideExtractor(_TinyExtractor):
+    """_TinyExtractor's features repeated to 16 dimensions (more than the 9 test frames)."""
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        return super().__call__(frames).repeat(1, 4)
+
+
+def test_runner_reports_frames_used_per_video_infinite_psnr_and_small_fid_sets(tmp_path):
+    dark = torch.full((3, 3, 8, 8), 40, dtype=torch.uint8)
+    bright = torch.full((2, 3, 8, 8), 200, dtype=torch.uint8)
+    truth = torch.cat([dark, bright])
+    generated = truth.clone()
+    generated[0] += 1  # one frame differs: the other four are identical (PSNR inf)
+    other_truth = torch.full((4, 3, 8, 8), 150, dtype=torch.uint8)
+    other = other_truth + torch.arange(1, 5, dtype=torch.uint8).view(4, 1, 1, 1)  # all differ, all have a face
+    lines = []
+    results = evaluate_sequences([("mixed", generated, truth), ("other", other, other_truth)],
+                                 metrics="psnr,akd,fid", landmark_detector=_HalfBlindLandmarks(),
+                                 fid_extractor=_WideExtractor(), progress=False, log=lines.append,
+                                 output=tmp_path / "r.json")
+    mixed, second = results["videos"]
+    assert mixed["frames_used"] == {"psnr": 5, "akd": 2} and mixed["akd"] == 0.0
+    assert second["frames_used"] == {"psnr": 4, "akd": 4}
+    assert results["frames_used"] == {"psnr": 9, "akd": 6, "fid": 9}
+
+    assert results["infinite_frames"] == {"psnr": 4} and results["mean"]["psnr"] == math.inf
+    finite = np.concatenate([psnr_per_frame(generated[:1], truth[:1]).numpy(),
+                             psnr_per_frame(other, other_truth).numpy()])
+    psnr_line = next(w for w in results["warnings"] if w.startswith("psnr:"))
+    assert "4 of 9 frames" in psnr_line and f"the other 5 frames is {finite.mean():.4f}" in psnr_line
+    fid_line = next(w for w in results["warnings"] if w.startswith("fid from"))
+    assert "9 generated frames and 9 ground-truth frames" in fid_line and "16 feature dimensions" in fid_line
+    assert [f"evaluate: {w}" for w in results["warnings"]] == lines
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["infinite_frames"] == {"psnr": 4} and saved["warnings"] == results["warnings"]
+
+
+def test_runner_has_no_warnings_for_finite_values_and_enough_fid_samples():
+    frames = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    results = evaluate_sequences([("v", frames, frames.flip(0))], metrics="psnr,fid", fid_extractor=_TinyExtractor(),
+                                 progress=False, log=lambda _: None)
+    assert results["warnings"] == [] and results["infinite_frames"] == {}
+    assert math.isfinite(results["mean"]["psnr"]) and math.isfinite(results["mean"]["fid"])

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import mcc_fast
 from mcc_fast.ops import Quantized, VQStats, nearest_code, quantize, quantize_multiscale
 from mcc_fast.reference import vq as reference
-from kernel_helpers import CUDA_EMULATED
+from kernel_helpers import CUDA_EMULATED, deterministic_algorithms
 
 HAS_GPU = torch.cuda.is_available()
 DEV = torch.device("cuda" if HAS_GPU else "cpu")
@@ -349,11 +349,8 @@ def test_deterministic_codebook_gradient_is_bitwise_reproducible(backend):
         _, _, gz, gcb = _grads(lambda a, b: quantize(a, b, deterministic=True, backend=backend), z, cb)
         outs.append((gz, gcb))
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
-    torch.use_deterministic_algorithms(True)
-    try:
+    with deterministic_algorithms():
         _, _, gz, gcb = _grads(lambda a, b: quantize(a, b, backend=backend), z, cb)
-    finally:
-        torch.use_deterministic_algorithms(False)
     assert torch.equal(gcb, outs[0][1])
     _, _, _, gcb_atomic = _grads(lambda a, b: quantize(a, b, deterministic=False, backend=backend), z, cb)
     torch.testing.assert_close(gcb_atomic, gcb, rtol=1e-5, atol=1e-7)

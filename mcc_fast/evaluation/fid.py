@@ -103,11 +103,14 @@ class GaussianStats:
 
     Sums are taken around the first batch's mean (a fixed shift), which keeps the
     covariance as accurate as ``np.cov`` of the stored features. ``covariance()`` is the
-    unbiased estimate (divides by ``count - 1``, as ``np.cov``), ``count`` the total weight.
+    unbiased estimate (divides by ``count - 1``, as ``np.cov``), ``count`` the total weight,
+    ``rows`` the number of feature vectors added (distinct samples, whatever their weight) and
+    ``dim`` their length D (None before the first).
     """
 
     def __init__(self):
         self.count = 0.0
+        self.rows = 0
         self._shift: np.ndarray | None = None
         self._sum: np.ndarray | None = None
         self._outer: np.ndarray | None = None
@@ -133,6 +136,11 @@ class GaussianStats:
         self._sum += weight * centred.sum(axis=0)
         self._outer += weight * (centred.T @ centred)
         self.count += weight * x.shape[0]
+        self.rows += x.shape[0]
+
+    @property
+    def dim(self) -> int | None:
+        return None if self._shift is None else int(self._shift.shape[0])
 
     def mean(self) -> np.ndarray:
         """Mean (D,) float64."""

@@ -156,14 +156,20 @@ class _Accumulator:
     def __init__(self, metrics: list[str]):
         self.sums = {m: 0.0 for m in metrics}
         self.counts = {m: 0 for m in metrics}
+        self.infinite = {m: 0 for m in metrics}
+        self.finite_sums = {m: 0.0 for m in metrics}
 
-    def add(self, metric: str, per_frame: np.ndarray) -> float | None:
+    def add(self, metric: str, per_frame: np.ndarray) -> tuple[float | None, int]:
+        """Pool one video's per-frame values; returns (its mean or None, frames used)."""
         valid = per_frame[~np.isnan(per_frame)]
         if valid.size == 0:
-            return None
+            return None, 0
+        finite = valid[np.isfinite(valid)]
         self.sums[metric] += float(valid.sum())
         self.counts[metric] += int(valid.size)
-        return float(valid.mean())
+        self.infinite[metric] += int(valid.size - finite.size)
+        self.finite_sums[metric] += float(finite.sum())
+        return float(valid.mean()), int(valid.size)
 
     def mean(self, metric: str) -> float | None:
         return self.sums[metric] / self.counts[metric] if self.counts[metric] else None
@@ -238,6 +244,31 @@ def _evaluate_video(item: EvalItem, backends: _Backends, settings: dict, device:
     return num_frames, {m: np.concatenate(v) for m, v in per_frame.items()}
 
 
+def _infinite_value_warnings(totals: _Accumulator) -> list[str]:
+    """A line per metric whose pooled mean is infinite (PSNR of frames identical to the ground truth)."""
+    lines = []
+    for metric, infinite in totals.infinite.items():
+        if infinite:
+            finite = totals.counts[metric] - infinite
+            finite_mean = f"{totals.finite_sums[metric] / finite:.4f}" if finite else "n/a"
+            lines.append(f"{metric}: {infinite} of {totals.counts[metric]} frames are identical to their reference "
+                         f"({metric} inf), so the mean is inf; the mean of the other {finite} frames is {finite_mean}")
+    return lines
+
+
+def _few_fid_samples_warnings(fake: GaussianStats, real: GaussianStats, fid_reference: str) -> list[str]:
+    """A line when either FID set has fewer distinct samples than feature dimensions (a rank-deficient
+    covariance: the value is biased upwards and not comparable with FIDs from larger sets)."""
+    real_what = "source images" if fid_reference == "source" else "ground-truth frames"
+    counts = {"generated frames": fake.rows, real_what: real.rows}
+    small = {what: n for what, n in counts.items() if n < fake.dim}
+    if not small:
+        return []
+    listed = " and ".join(f"{n} {what}" for what, n in small.items())
+    return [f"fid from {listed}, fewer than its {fake.dim} feature dimensions: the covariance is rank-deficient, the "
+            "value is biased upwards and only comparable with FIDs of sets of the same size"]
+
+
 def _default_log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
@@ -278,8 +309,12 @@ def evaluate_sequences(
     ``.csv``), both written atomically. ``device``: default CUDA when available.
 
     Returns ``{"metrics", "mean", "frames_used", "videos": [{"name", "num_frames",
-    <metric>: value}], "failed": [{"name", "error"}], "skipped_metrics", "num_videos",
-    "num_frames", "settings"}``; values are floats (PSNR may be ``inf``) or None.
+    <metric>: value, "frames_used": {<metric>: n}}], "failed": [{"name", "error"}],
+    "skipped_metrics", "infinite_frames", "warnings", "num_videos", "num_frames", "settings"}``;
+    values are floats or None. PSNR is ``inf`` for a frame identical to its ground truth, and so
+    is any mean over it: ``infinite_frames`` counts them per metric and ``warnings`` (also
+    logged) gives the mean of the other frames. ``warnings`` also says when FID comes from
+    fewer samples than its feature dimensions (2048 for Inception pool3).
     """
     names = _parse_metrics(metrics)
     for arg, value in (("fid_reference", fid_reference), ("identity_reference", identity_reference)):
@@ -318,9 +353,11 @@ def evaluate_sequences(
             log(f"evaluate: skipping video {item.name!r}: {exc}")
             continue
         row: dict[str, Any] = {"name": item.name, "num_frames": count}
+        used = {}
         for metric in backends.active:
             if metric != "fid":
-                row[metric] = totals.add(metric, per_frame[metric])
+                row[metric], used[metric] = totals.add(metric, per_frame[metric])
+        row["frames_used"] = used
         videos.append(row)
         num_frames += count
         shown = {m: totals.mean(m) for m in ("l1", "psnr") if m in totals.sums and totals.mean(m) is not None}
@@ -329,13 +366,17 @@ def evaluate_sequences(
 
     mean: dict[str, float | None] = {m: totals.mean(m) for m in backends.active if m != "fid"}
     frames_used = {m: totals.counts[m] for m in backends.active if m != "fid"}
+    warnings = _infinite_value_warnings(totals)
     if "fid" in backends.active:
         if fid_fake.count >= 2 and fid_real.count >= 2:
             mean["fid"] = frechet_distance(fid_fake.mean(), fid_fake.covariance(), fid_real.mean(), fid_real.covariance())
+            warnings += _few_fid_samples_warnings(fid_fake, fid_real, fid_reference)
         else:
             mean["fid"] = None
-            log("evaluate: fid not computed: it needs at least 2 frames in each set")
+            warnings.append("fid not computed: it needs at least 2 frames in each set")
         frames_used["fid"] = int(fid_fake.count)
+    for warning in warnings:
+        log(f"evaluate: {warning}")
     results = {
         "metrics": list(backends.active),
         "mean": {m: mean[m] for m in backends.active},
@@ -343,6 +384,8 @@ def evaluate_sequences(
         "videos": videos,
         "failed": failed,
         "skipped_metrics": dict(backends.skipped),
+        "infinite_frames": {m: totals.infinite[m] for m in backends.active if m != "fid" and totals.infinite[m]},
+        "warnings": warnings,
         "num_videos": len(videos),
         "num_frames": num_frames,
         "settings": {**settings, "device": str(device), "batch_size": batch_size,
