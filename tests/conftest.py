@@ -63,24 +63,37 @@ def _global_torch_state():
     }
 
 
-@pytest.fixture(autouse=True)
-def _no_leaked_global_state():
-    """Fails a test that leaves torch's global switches (or TRITON_INTERPRET) changed for the tests after it."""
-    before = _global_torch_state()
-    yield
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item._mcc_fast_global_state = _global_torch_state()  # before any fixture (monkeypatch included) runs
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Fails a test that leaves torch's global switches (or TRITON_INTERPRET) changed for the tests
+    after it, once every fixture (monkeypatch included) has been torn down."""
+    result = yield
+    before = getattr(item, "_mcc_fast_global_state", None)
+    if before is None:
+        return result
     after = _global_torch_state()
     leaked = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
     if leaked:
-        for key, (old, _) in leaked.items():  # restore, so one leak fails one test
-            if key == "deterministic algorithms":
-                torch.use_deterministic_algorithms(old[0], warn_only=old[1])
-            elif key == "grad mode":
-                torch.set_grad_enabled(old)
-            elif key == "default dtype":
-                torch.set_default_dtype(old)
-            elif key == "anomaly detection":
-                torch.set_anomaly_enabled(old)
-        pytest.fail(f"the test left global state changed (before, after): {leaked}")
+        _restore_global_torch_state(before)  # so one leak fails one test
+        pytest.fail(f"{item.nodeid} left global state changed (before, after): {leaked}", pytrace=False)
+    return result
+
+
+def _restore_global_torch_state(state: dict) -> None:
+    torch.use_deterministic_algorithms(state["deterministic algorithms"][0],
+                                       warn_only=state["deterministic algorithms"][1])
+    torch.set_grad_enabled(state["grad mode"])
+    torch.set_default_dtype(state["default dtype"])
+    torch.set_anomaly_enabled(state["anomaly detection"])
+    if state["TRITON_INTERPRET"] is None:
+        os.environ.pop("TRITON_INTERPRET", None)
+    else:
+        os.environ["TRITON_INTERPRET"] = state["TRITON_INTERPRET"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -142,10 +142,14 @@ def test_warp_flow_and_occlusion_dtypes(backend):
     x = _rand(1, 3, 6, 5, seed=11)
     flow = _flow(1, 3, 3, 2, seed=12).to(torch.bfloat16)
     occ = _occ(1, 1, 3, 3, seed=13).half()
-    out, grads = _grads(lambda a, f, o: warp(a, f, o, True, backend=backend), (x, flow, occ), _rand(1, 3, 6, 5))
-    ref = reference.warp(x, flow.float(), occ.float(), True)
+    go = _rand(1, 3, 6, 5)
+    out, grads = _grads(lambda a, f, o: warp(a, f, o, True, backend=backend), (x, flow, occ), go)
+    ref, ref_grads = _grads(lambda a, f, o: reference.warp(a, f, o, True), (x, flow.float(), occ.float()), go)
     _close(out, ref, 1e-4, "output")
     assert grads[1].dtype == torch.bfloat16 and grads[2].dtype == torch.float16
+    _close(grads[0], ref_grads[0], 1e-4, "grad x")  # float32 features: float32 gradient
+    _close(grads[1], ref_grads[1], TOL[torch.bfloat16], "grad flow")  # float32 maths, rounded once
+    _close(grads[2], ref_grads[2], TOL[torch.float16], "grad occlusion")
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
