@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include "common.h"
+#include "warp.h"
 
 namespace py = pybind11;
 
@@ -20,6 +21,11 @@ PYBIND11_MODULE(_cuda, m) {
     if (err != cudaSuccess) { cudaGetLastError(); return 0; }
     return count;
   }, "Number of CUDA devices visible to the statically linked runtime (0 when none).");
+  m.def("kernel_image_error", []() -> py::object {
+    const std::string err = mcc::kernel_image_error();
+    if (err.empty()) return py::none();
+    return py::str(err);
+  }, "None when the kernels can run on the current CUDA device, else the CUDA error launching them would give.");
   register_vq(m);
   register_warp(m);
   register_dense_motion(m);

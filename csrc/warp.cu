@@ -18,6 +18,14 @@ unsigned grid_for(std::int64_t total) {
 
 }  // namespace
 
+std::string kernel_image_error() {
+  cudaFuncAttributes attr{};
+  const cudaError_t err = cudaFuncGetAttributes(&attr, sample_forward_kernel<float, int>);
+  if (err == cudaSuccess) return std::string();
+  cudaGetLastError();  // not sticky: clear it so that later launches report their own errors
+  return std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
+}
+
 void sample_forward(std::intptr_t x, std::intptr_t flow, std::intptr_t occ, std::intptr_t out,
                     const SampleGeometry& g, int dtype, std::intptr_t stream) {
   const std::int64_t groups = (g.C + kChannelsPerThread - 1) / kChannelsPerThread;

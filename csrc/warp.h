@@ -4,10 +4,16 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <string>
 
 #include "warp_types.h"
 
 namespace mcc {
+
+// "" when this module's kernels can run on the current CUDA device, else the CUDA error that
+// launching them would give (no kernel image for the device's architecture, a driver too old
+// for the statically linked runtime, no device): asked once per device before dispatching.
+std::string kernel_image_error();
 
 // Forward: writes out (strides g.out_strides).
 void sample_forward(std::intptr_t x, std::intptr_t flow, std::intptr_t occ, std::intptr_t out,

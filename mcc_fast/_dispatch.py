@@ -60,7 +60,8 @@ def cuda_status() -> BackendStatus:
     if not torch.cuda.is_available():
         return BackendStatus("cuda", False, "the kernels are loadable but torch sees no CUDA GPU")
     if runtime_name() == "nvrtc":
-        return BackendStatus("cuda", True, "csrc/ kernels compiled at run time by NVRTC (no compiled module)")
+        why = extension_error("compiled") or "MCC_FAST_CUDA_RUNTIME=nvrtc"
+        return BackendStatus("cuda", True, f"csrc/ kernels compiled at run time by NVRTC ({why})")
     return BackendStatus("cuda", True, "compiled extension mcc_fast._cuda loaded")
 
 

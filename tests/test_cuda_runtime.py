@@ -347,6 +347,69 @@ def test_auto_falls_back_to_nvrtc_and_names_both_reasons(monkeypatch):
     assert mcuda.runtime_name("auto") is None
 
 
+class _CompiledWithoutImage:
+    """A compiled module whose kernels have no image for the device (e.g. built for sm_86/sm_90, run on sm_80)."""
+
+    architectures = "86-real,90-real,90-virtual"
+
+    def kernel_image_error(self):
+        return "cudaErrorNoKernelImageForDevice: no kernel image is available for execution on the device"
+
+
+def _clear_probe_cache():
+    if hasattr(mcuda, "_image_error"):
+        mcuda._image_error.cache_clear()
+
+
+def _pretend_gpu(monkeypatch, capability=(8, 0)):
+    import contextlib
+
+    _clear_probe_cache()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device", lambda d: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: capability)
+
+
+def test_a_compiled_module_that_cannot_run_on_the_gpu_falls_back_to_nvrtc(monkeypatch):
+    """A default build (sm_86, sm_90 SASS + compute_90 PTX) on an A100, or one whose static
+    runtime needs a newer driver: the backend must not pick it and fail at every launch."""
+    from mcc_fast._dispatch import cuda_status
+
+    fake_nvrtc = type("Nvrtc", (), {"runtime": "nvrtc"})()
+    _pretend_gpu(monkeypatch)
+    monkeypatch.setattr(mcuda, "_compiled", lambda: (_CompiledWithoutImage(), None))
+    monkeypatch.setattr(mcuda, "_nvrtc", lambda: (fake_nvrtc, None))
+    try:
+        assert mcuda.extension("auto") is fake_nvrtc
+        assert mcuda.runtime_name("auto") == "nvrtc"
+        reason = mcuda.extension_error("compiled")
+        assert "cannot run on cuda:0" in reason and "8.0" in reason and "no kernel image" in reason
+        with pytest.raises(RuntimeError, match="no kernel image"):
+            mcuda.extension("compiled")
+        status = cuda_status()
+        assert status.available and "NVRTC" in status.reason and "no kernel image" in status.reason
+        monkeypatch.setattr(mcuda, "_nvrtc", lambda: (None, "no nvrtc"))
+        with pytest.raises(RuntimeError, match="no kernel image.*; and no nvrtc"):
+            mcuda.extension("auto")
+        assert not cuda_status().available
+    finally:
+        _clear_probe_cache()
+
+
+def test_a_compiled_module_that_runs_on_the_gpu_is_used(monkeypatch):
+    compiled = _CompiledWithoutImage()
+    compiled.kernel_image_error = lambda: None
+    _pretend_gpu(monkeypatch, (9, 0))
+    monkeypatch.setattr(mcuda, "_compiled", lambda: (compiled, None))
+    monkeypatch.setattr(mcuda, "_nvrtc", lambda: pytest.fail("nvrtc must not be loaded"))
+    try:
+        assert mcuda.extension("auto") is compiled
+        assert mcuda.extension_error("compiled") is None
+    finally:
+        _clear_probe_cache()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_without_a_gpu_the_cuda_backend_says_why():
     from mcc_fast._dispatch import cuda_status

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if ext is None:
         print("CUDA kernels: not loadable (see the cuda backend below)")
     elif ext["runtime"] == "nvrtc":
-        print("CUDA kernels: compiled at run time by NVRTC (no compiled module)")
+        print("CUDA kernels: compiled at run time by NVRTC (no usable compiled module: see the cuda backend below)")
     else:
         print(f"CUDA kernels: compiled module, built for {ext['architectures']}")
     nvrtc = info["cuda_runtime_compiler"]

@@ -49,12 +49,41 @@ def _nvrtc():
     return runtime.module(), None
 
 
+@functools.lru_cache(maxsize=None)
+def _image_error(module, device: int) -> str | None:
+    """None when the compiled module's kernels can run on CUDA device `device`, else why not."""
+    import torch
+
+    with torch.cuda.device(device):
+        err = module.kernel_image_error()
+    if not err:
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    return (f"the compiled module mcc_fast._cuda cannot run on cuda:{device} (compute capability {major}.{minor}; "
+            f"built for {module.architectures}; rebuild with MCC_FAST_CUDA_ARCH, see the README): {err}")
+
+
+def _compiled_on_device():
+    """_compiled(), and when a GPU is visible, whether its kernels run on the current device:
+    an architecture missing from the build or a driver too old for its runtime would otherwise
+    fail at the first launch instead of falling back."""
+    module, err = _compiled()
+    if module is None or not hasattr(module, "kernel_image_error"):
+        return module, err
+    import torch
+
+    if not torch.cuda.is_available():
+        return module, None
+    err = _image_error(module, torch.cuda.current_device())
+    return (None, err) if err else (module, None)
+
+
 def _load(kind: str):
     if kind == "compiled":
-        return _compiled()
+        return _compiled_on_device()
     if kind == "nvrtc":
         return _nvrtc()
-    module, err = _compiled()
+    module, err = _compiled_on_device()
     if module is not None:
         return module, None
     fallback, err2 = _nvrtc()

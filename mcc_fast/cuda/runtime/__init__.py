@@ -31,12 +31,18 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def kernel_image_error() -> None:
+    """The compiled module's probe (None: the kernels can run here); NVRTC compiles for the GPU in use."""
+    return None
+
+
 def module() -> types.SimpleNamespace:
     """An object with the compiled module's API (functions, SampleGeometry, constants)."""
     api = {"architectures": "nvrtc (compiled at run time for the device's architecture)",
            "runtime": "nvrtc", "SampleGeometry": warp.SampleGeometry,
            "dense_motion_block_pixels": dense_motion.dense_motion_block_pixels,
-           "vq_max_segments": vq.MAX_SEGMENTS, "device_count": driver.device_count}
+           "vq_max_segments": vq.MAX_SEGMENTS, "device_count": driver.device_count,
+           "kernel_image_error": kernel_image_error}
     for mod, names in ((vq, ("vq_search_blocks", "vq_segsum_chunk_rows", "vq_search_forward", "vq_backward_rows",
                              "vq_codebook_grad_sorted")),
                        (warp, ("sample_forward", "sample_backward", "gather_input_grad", "resize_backward_axis")),
