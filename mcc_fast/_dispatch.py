@@ -4,6 +4,11 @@
 cuda, then triton, then torch; CPU tensors run on torch. Asking for a backend that cannot
 run the inputs raises a RuntimeError naming the reason. The torch backend is the plain
 PyTorch reference (the oracle in every test).
+
+Forward-mode AD (`torch.func.jvp`, `torch.autograd.forward_ad`) runs on the torch backend
+only: the kernels have no forward derivative, and a custom op would silently drop the
+tangent. With `backend=None` inputs that carry a tangent run on torch; asking for a kernel
+backend with them is a NotImplementedError.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 BACKENDS = ("cuda", "triton", "torch")
 
@@ -81,6 +87,28 @@ def _device_of(tensors) -> torch.device:
     return devices.pop() if devices else torch.device("cpu")
 
 
+def _carries_tangent(tensors) -> bool:
+    """True when a tensor may carry a forward-mode AD tangent (torch.func.jvp, forward_ad)."""
+    if fwAD._current_level < 0:  # no dual level is open: the common case, no per-tensor look-up
+        return False
+    for t in tensors:
+        if not isinstance(t, torch.Tensor):
+            continue
+        try:
+            if fwAD.unpack_dual(t).tangent is not None:
+                return True
+        except RuntimeError:  # e.g. a vmap-batched tensor inside jvp: cannot tell, assume it does
+            return True
+    return False
+
+
+def _refuse_forward_ad(backend: str, op: str, tensors) -> None:
+    if _carries_tangent(tensors):
+        raise NotImplementedError(
+            f"{op}: forward-mode AD (torch.func.jvp / torch.autograd.forward_ad) is not implemented on the "
+            f"{backend} backend (the tangent would be dropped); use backend='torch' or backend=None")
+
+
 def resolve_backend(backend: str | None, *tensors, op: str, supported: tuple[str, ...] = BACKENDS) -> str:
     """Choose the backend for `op` on `tensors` (all on one device); raise if it cannot run.
 
@@ -91,7 +119,7 @@ def resolve_backend(backend: str | None, *tensors, op: str, supported: tuple[str
         raise ValueError(f"{op}: backend must be None or one of {BACKENDS}, got {backend!r}")
     device = _device_of(tensors)
     if backend is None:
-        if device.type == "cuda":
+        if device.type == "cuda" and not _carries_tangent(tensors):
             for name in ("cuda", "triton"):
                 if name in supported and (cuda_status() if name == "cuda" else triton_status()).available:
                     return name
@@ -106,12 +134,14 @@ def resolve_backend(backend: str | None, *tensors, op: str, supported: tuple[str
             raise RuntimeError(f"{op}: the cuda backend is unavailable: {status.reason}")
         if device.type != "cuda":
             raise RuntimeError(f"{op}: the cuda backend needs CUDA tensors, got tensors on {device}")
+        _refuse_forward_ad(backend, op, tensors)
         return backend
     status = triton_status()
     if not status.available:
         raise RuntimeError(f"{op}: the triton backend is unavailable: {status.reason}")
     if device.type != "cuda" and not triton_interpreting():
         raise RuntimeError(f"{op}: the triton backend needs CUDA tensors (or TRITON_INTERPRET=1), got {device}")
+    _refuse_forward_ad(backend, op, tensors)
     return backend
 
 

@@ -51,3 +51,43 @@ def test_mixed_devices_rejected():
     b = torch.zeros(1, device="meta")
     with pytest.raises(ValueError, match="one device"):
         resolve_backend(None, a, b, op="t")
+
+
+def _jvp_cases():
+    """(name, fn(backend, primal), primal) for one op of each kernel family."""
+    from mcc_fast import ops
+
+    x, cb = torch.randn(1, 2, 3, 4), torch.randn(5, 3)
+    kd = torch.rand(1, 2, 2) * 2 - 1
+    return [
+        ("grid_sample", lambda b, g: ops.grid_sample(x, g, backend=b), torch.rand(1, 2, 2, 2) * 2 - 1),
+        ("quantize", lambda b, z: ops.quantize(z, cb, backend=b).z_q, torch.randn(4, 3)),
+        ("compose_flow", lambda b, kp: ops.compose_flow(torch.randn(1, 3, 3, 4), kp, kd, backend=b),
+         torch.rand(1, 2, 2) * 2 - 1),
+        ("group_norm_swish", lambda b, t: ops.group_norm_swish(t, 1, backend=b), x),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_forward_mode_ad_on_a_kernel_backend_is_refused_not_dropped(case):
+    """A kernel custom op has no forward derivative: jvp must raise, never return a zero tangent."""
+    name, fn, primal = _jvp_cases()[case]
+    with pytest.raises(NotImplementedError, match=f"{name}: forward-mode AD"):
+        torch.func.jvp(lambda p: fn("triton", p), (primal,), (torch.randn_like(primal),))
+    with pytest.raises(NotImplementedError, match="forward-mode AD"):
+        with torch.autograd.forward_ad.dual_level():
+            fn("triton", torch.autograd.forward_ad.make_dual(primal, torch.randn_like(primal)))
+
+
+def test_auto_backend_sends_forward_mode_ad_to_torch(monkeypatch):
+    """backend=None on CUDA tensors: inputs with a tangent run on the torch reference."""
+    import mcc_fast._dispatch as dispatch
+
+    ok = dispatch.BackendStatus("x", True, "test")
+    monkeypatch.setattr(dispatch, "cuda_status", lambda: ok)
+    monkeypatch.setattr(dispatch, "_device_of", lambda tensors: torch.device("cuda"))
+    t = torch.randn(3)
+    assert resolve_backend(None, t, op="t") == "cuda"
+    with torch.autograd.forward_ad.dual_level():
+        assert resolve_backend(None, torch.autograd.forward_ad.make_dual(t, torch.ones(3)), op="t") == "torch"
+        assert resolve_backend(None, t, op="t") == "cuda"
