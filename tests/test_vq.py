@@ -375,6 +375,40 @@ def test_unused_outputs_and_partial_requires_grad(backend):
     assert not q.z_q.requires_grad
 
 
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_statistics_carry_no_gradient(backend):
+    """perplexity, usage, counts and distances are constants on every backend (as the reference's)."""
+    z, cb = _rand(30, 8, seed=33).requires_grad_(), _rand(12, 8, seed=34).requires_grad_()
+    for q in (quantize(z, cb, backend=backend), *quantize_multiscale([z, z[:5]], cb, [6, 12], backend=backend)):
+        assert q.z_q.requires_grad and q.loss.requires_grad
+        assert not any(t.requires_grad for t in (q.indices, *q.stats))
+        with pytest.raises(RuntimeError, match="does not require grad"):
+            torch.autograd.grad(q.stats.perplexity, [z, cb])
+
+
+class _NoGrad(torch.autograd.Function):
+    """Sums its inputs; its backward gives them no gradient (None)."""
+
+    @staticmethod
+    def forward(ctx, *ts):
+        return sum(t.float().sum() for t in ts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (None,) * len(ctx.needs_input_grad)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_backward_with_no_gradient_for_z_q_or_loss(backend):
+    """Autograd may reach the op with no gradient for either output: nothing flows, no error."""
+    z, cb = _rand(30, 8, seed=35).requires_grad_(), _rand(12, 8, seed=36).requires_grad_()
+    q = quantize(z, cb, backend=backend)
+    out = _NoGrad.apply(q.z_q, q.loss) + (z.detach() * 0).sum()
+    out.backward()
+    assert z.grad is None and cb.grad is None
+
+
 # --------------------------------------------------------------------------- multi-scale
 
 

@@ -233,6 +233,8 @@ def _(codebook, indices, zs, grad_zq, grad_loss, starts, nums, beta, backend, de
 
 def _quantize_setup(ctx, inputs, output):
     codebook, zs, starts, nums, beta, _precision, backend, deterministic = inputs
+    # only z_q and loss carry gradients; the statistics are constants, as on the torch backend
+    ctx.mark_non_differentiable(*output[2:])
     ctx.save_for_backward(codebook, output[2], *zs)
     ctx.cfg = (starts, nums, beta, backend, deterministic)
     ctx.set_materialize_grads(False)
@@ -244,7 +246,7 @@ def _quantize_backward(ctx, grad_zq, grad_loss, *_stats):
     need_cb, need_z = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     settings = (None,) * 6  # starts, nums, beta, precision, backend, deterministic
     if grad_loss is None and grad_zq is None:
-        return None, None, *settings
+        return None, [None] * len(zs), *settings  # one entry per z: the structure of the inputs
     grad_z, grad_cb = _quantize_bwd_op(codebook, indices, zs, grad_zq, grad_loss, starts, nums, beta, backend,
                                        deterministic, bool(need_cb))
     grad_zs = list(grad_z.split([z.shape[0] for z in zs])) if need_z else None
