@@ -480,6 +480,22 @@ def test_output_dtypes_follow_the_documented_rule_for_mixed_inputs(backend):
         assert out.dtype == torch.float32
 
 
+
+@pytest.mark.parametrize("backend", ["torch", *BACKENDS])
+@pytest.mark.parametrize("js_dtype,jd_dtype", [(torch.float32, torch.float16), (torch.bfloat16, torch.float32)])
+def test_jacobians_of_different_dtypes(backend, js_dtype, jd_dtype):
+    """jac_source and jac_driving need not share a dtype (the kernels read both as float32)."""
+    _require(backend)
+    source, kp_s, kp_d, js, jd, logits = _problem(1, 2, 3, 5, 4, jac="far", seed=22)
+    js, jd = js.to(js_dtype).double(), jd.to(jd_dtype).double()  # the oracle sees the rounded values
+    args = (_to(kp_s), _to(kp_d), _to(js, js_dtype), _to(jd, jd_dtype))
+    _close(sparse_motions(*args, size=(5, 4), backend=backend), ref.sparse_motions(kp_s, kp_d, js, jd, size=(5, 4)),
+           1e-5, "sparse_motions")
+    _close(compose_flow(_to(logits), *args, backend=backend), ref.compose_flow(logits, kp_s, kp_d, js, jd), 1e-5,
+           "compose_flow")
+    _close(dense_motion_input(_to(source), *args, backend=backend), ref.dense_motion_input(source, kp_s, kp_d, js, jd),
+           1e-5, "dense_motion_input")
+
 def test_float64_runs_the_reference_or_is_refused_by_the_kernels():
     source, kp_s, kp_d, js, jd, logits = _problem(1, 2, 3, 5, 4)
     out = compose_flow(logits, kp_s, kp_d, js, jd)  # auto: float64 stays on the reference

@@ -135,7 +135,8 @@ def sparse_motions(
 
     kp_*: (B, K, 2); jac_*: (B, K, 2, 2) or both None (then T_k is a pure translation).
     size: (H, W). Returns (B, K+1, H, W, 2) in kp_source's dtype; [:, 0] is the identity grid.
-    The jacobian product is J_s @ inverse_2x2(J_d) (singular J_d -> inf/nan, never raises).
+    The jacobian product is J_s @ inverse_2x2(J_d) (singular J_d -> inf/nan, never raises), in
+    the promoted dtype of the two jacobians.
     """
     _check_pair(kp_source, kp_driving, jac_source, jac_driving)
     h, w = _check_size(size)
@@ -143,7 +144,8 @@ def sparse_motions(
     grid = make_coordinate_grid(h, w, kp_source.dtype, kp_source.device)
     offset = grid.view(1, 1, h, w, 2) - kp_driving.view(bs, num_kp, 1, 1, 2)
     if jac_source is not None:
-        affine = jac_source @ inverse_2x2(jac_driving)  # (B, K, 2, 2)
+        jac_dtype = torch.promote_types(jac_source.dtype, jac_driving.dtype)  # matmul needs one dtype
+        affine = jac_source.to(jac_dtype) @ inverse_2x2(jac_driving.to(jac_dtype))  # (B, K, 2, 2)
         a = affine.view(bs, num_kp, 1, 1, 2, 2)
         offset = torch.stack(
             [
