@@ -87,6 +87,22 @@ def test_inputs_whose_strides_differ_from_the_output():
         assert (out - want).abs().max().item() <= TOL[torch.float32] * max(1.0, want.abs().max().item())
 
 
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "hw_transposed", "c_between_h_and_w"])
+def test_fake_kernel_gives_the_kernel_output_layout(layout):
+    """torch.compile plans with the fake kernel's strides: they must be the kernel's, for every layout
+    (an input whose H and W do not merge is made contiguous by the kernel)."""
+    from mcc_fast.ops.group_norm import _group_norm_swish_op
+
+    g = torch.Generator().manual_seed(6)
+    base = torch.randn(2, 8, 5, 7, generator=g).to(DEVICE)
+    x = {"contiguous": base, "channels_last": base.contiguous(memory_format=torch.channels_last),
+         "hw_transposed": base.transpose(2, 3).contiguous().transpose(2, 3),
+         "c_between_h_and_w": base.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)}[layout]
+    w, b = torch.randn(8, generator=g).to(DEVICE), torch.randn(8, generator=g).to(DEVICE)
+    torch.library.opcheck(_group_norm_swish_op, (x, w, b, 4, 1e-6, True),
+                          test_utils=("test_schema", "test_faketensor"))
+
 def test_weight_none_on_triton():
     x, _, _ = _input((2, 8, 3, 3))
     _check(group_norm_swish(x, 2, backend="triton"), group_norm_swish_reference(x, 2), torch.float32)

@@ -48,9 +48,15 @@ def _group_norm_swish_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     return kernel.group_norm_swish(x, weight, bias, num_groups, eps, swish)
 
 
+def _hw_mergeable(x: torch.Tensor) -> bool:
+    """True when H and W of a 4-D x merge into one pixel stride (kernels.group_norm_swish._mergeable)."""
+    return x.dim() == 3 or x.shape[2] == 1 or x.stride(2) == x.shape[3] * x.stride(3)
+
+
 @_group_norm_swish_op.register_fake
 def _(x, weight, bias, num_groups, eps, swish):
-    return torch.empty_like(x)
+    # like the kernel: x whose H and W do not merge (e.g. H and W transposed) is made contiguous first
+    return torch.empty_like(x if _hw_mergeable(x) else x.contiguous())
 
 
 def _check(x, num_groups, weight, bias, eps) -> None:
