@@ -140,6 +140,12 @@ def test_bad_arguments_name_themselves():
         group_norm_swish(x[0, 0, 0], 1)
     with pytest.raises(ValueError, match="num_groups"):
         group_norm_swish(x, 0)
+    for bad in (2.0, True, torch.tensor(2), "2"):
+        with pytest.raises(ValueError, match="num_groups must be a positive int"):
+            group_norm_swish(x, bad)
+    import numpy as np
+
+    torch.testing.assert_close(group_norm_swish(x, np.int64(4), w, b), group_norm_swish(x, 4, w, b), rtol=0, atol=0)
     with pytest.raises(TypeError, match="x must be a floating"):
         group_norm_swish(x.long(), 4)
     with pytest.raises(ValueError, match="backend"):

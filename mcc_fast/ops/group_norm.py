@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .._dispatch import resolve_backend
-from ._checks import check_same_device, check_tensor
+from ._checks import as_index, check_same_device, check_tensor
 
 __all__ = ["group_norm_swish", "group_norm_swish_reference"]
 
@@ -59,15 +59,17 @@ def _(x, weight, bias, num_groups, eps, swish):
     return torch.empty_like(x if _hw_mergeable(x) else x.contiguous())
 
 
-def _check(x, num_groups, weight, bias, eps) -> None:
+def _check(x, num_groups, weight, bias, eps) -> int:
+    """Raise on bad arguments; returns num_groups as a Python int."""
     check_tensor(x, "x")
     if x.dim() < 2:
         raise ValueError(f"x must have shape (N, C, ...), got {tuple(x.shape)}")
-    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
+    groups = as_index(num_groups)
+    if groups is None or groups < 1:
         raise ValueError(f"num_groups must be a positive int, got {num_groups!r}")
     channels = x.shape[1]
-    if channels % num_groups:
-        raise ValueError(f"num_groups={num_groups} must divide x's {channels} channels (x shape {tuple(x.shape)})")
+    if channels % groups:
+        raise ValueError(f"num_groups={groups} must divide x's {channels} channels (x shape {tuple(x.shape)})")
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None:
             check_tensor(t, name, ndim=1)
@@ -76,6 +78,7 @@ def _check(x, num_groups, weight, bias, eps) -> None:
     check_same_device(x=x, weight=weight, bias=bias)
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps >= 0:
         raise ValueError(f"eps must be a number >= 0, got {eps!r}")
+    return groups
 
 
 def group_norm_swish(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = None,
@@ -88,7 +91,7 @@ def group_norm_swish(x: torch.Tensor, num_groups: int, weight: torch.Tensor | No
     in nn.GroupNorm. Returns x's shape, dtype and layout. backend: None (auto), "torch" or
     "triton" (module docstring for the gradient rule).
     """
-    _check(x, num_groups, weight, bias, eps)
+    num_groups = _check(x, num_groups, weight, bias, eps)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bias))
     if backend is None and (needs_grad or x.dtype not in KERNEL_DTYPES or x.dim() not in (3, 4)):

@@ -239,8 +239,9 @@ def grid_sample(x: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", pad
     """F.grid_sample for 4-D inputs: x (N, C, H, W) sampled at grid (N, Ho, Wo, 2) -> (N, C, Ho, Wo).
 
     x: float32/float16/bfloat16 (float64 on the torch backend), contiguous or channels-last;
-    grid: any float dtype, (x, y) in [-1, 1], used in float32. mode "bilinear" | "nearest";
-    padding_mode "zeros" | "border" | "reflection". Output in x.dtype (channels-last when x is).
+    grid: float32/float16/bfloat16, (x, y) in [-1, 1], used in float32 (float64: torch backend
+    only). mode "bilinear" | "nearest"; padding_mode "zeros" | "border" | "reflection". Output in
+    x.dtype (channels-last when x is).
     backend: None (auto), "torch", "triton" or "cuda"; deterministic: bitwise-reproducible
     input gradient (None: follow torch.use_deterministic_algorithms).
     """
