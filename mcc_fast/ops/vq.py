@@ -43,7 +43,10 @@ Non-finite input
   the two limits (|z|^2 or |e|^2 past float32's 3.4e38, |z| |e| not) the backends differ:
   the torch reference's expanded |z|^2 + |e|^2 - 2 z.e overflows, so it returns -1 / NaN,
   while the kernels, ranking by |e|^2 - 2 z.e, still return the nearest code, with a
-  distance of +inf (and an infinite loss in `quantize`).
+  distance of +inf (and an infinite loss in `quantize`). A codebook holding one code past
+  that limit (|e|^2 overflows) beside finite ones is also outside the valid range: the
+  reference then ranks only the others and may return a farther finite code than the
+  kernels do. Codebooks of a trained model are many orders of magnitude inside it.
 
 Determinism
 -----------
