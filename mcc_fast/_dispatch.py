@@ -5,10 +5,11 @@ cuda, then triton, then torch; CPU tensors run on torch. Asking for a backend th
 run the inputs raises a RuntimeError naming the reason. The torch backend is the plain
 PyTorch reference (the oracle in every test).
 
-Forward-mode AD (`torch.func.jvp`, `torch.autograd.forward_ad`) runs on the torch backend
-only: the kernels have no forward derivative, and a custom op would silently drop the
-tangent. With `backend=None` inputs that carry a tangent run on torch; asking for a kernel
-backend with them is a NotImplementedError.
+Forward-mode AD (`torch.func.jvp`, `torch.autograd.forward_ad`) and torch.func's gradient
+transforms (`grad`, `vjp`, `jacrev`, `hessian`) run on the torch backend only: the kernels have
+no forward derivative (a custom op would silently drop the tangent) and their autograd formulas
+do not run under torch.func. With `backend=None` such calls run on torch; asking for a kernel
+backend in them is a NotImplementedError. `torch.func.vmap` alone runs on every backend.
 """
 from __future__ import annotations
 
@@ -102,11 +103,28 @@ def _carries_tangent(tensors) -> bool:
     return False
 
 
+def _differentiating_transform() -> bool:
+    """True inside a torch.func gradient transform (grad, vjp, jacrev, jvp, jacfwd, hessian): custom
+    ops registered with torch.library's autograd do not run under them."""
+    if torch.compiler.is_compiling() or torch._C._functorch.maybe_current_level() is None:
+        return False  # no torch.func transform is active (the common case: one cheap call)
+    try:
+        from torch._C._functorch import TransformType
+        from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+    except ImportError:  # pragma: no cover - a torch without these internals
+        return False
+    return any(i.key() in (TransformType.Grad, TransformType.Jvp) for i in retrieve_all_functorch_interpreters())
+
+
 def _refuse_forward_ad(backend: str, op: str, tensors) -> None:
     if _carries_tangent(tensors):
         raise NotImplementedError(
             f"{op}: forward-mode AD (torch.func.jvp / torch.autograd.forward_ad) is not implemented on the "
             f"{backend} backend (the tangent would be dropped); use backend='torch' or backend=None")
+    if _differentiating_transform():
+        raise NotImplementedError(
+            f"{op}: torch.func gradient transforms (grad, vjp, jacrev, jvp, hessian) are not supported on the "
+            f"{backend} backend (its custom op has a plain autograd formula); use backend='torch' or backend=None")
 
 
 def resolve_backend(backend: str | None, *tensors, op: str, supported: tuple[str, ...] = BACKENDS) -> str:
@@ -119,7 +137,7 @@ def resolve_backend(backend: str | None, *tensors, op: str, supported: tuple[str
         raise ValueError(f"{op}: backend must be None or one of {BACKENDS}, got {backend!r}")
     device = _device_of(tensors)
     if backend is None:
-        if device.type == "cuda" and not _carries_tangent(tensors):
+        if device.type == "cuda" and not _carries_tangent(tensors) and not _differentiating_transform():
             for name in ("cuda", "triton"):
                 if name in supported and (cuda_status() if name == "cuda" else triton_status()).available:
                     return name

@@ -59,10 +59,11 @@ def _jvp_cases():
 
     x, cb = torch.randn(1, 2, 3, 4), torch.randn(5, 3)
     kd = torch.rand(1, 2, 2) * 2 - 1
+    logits = torch.randn(1, 3, 3, 4)
     return [
         ("grid_sample", lambda b, g: ops.grid_sample(x, g, backend=b), torch.rand(1, 2, 2, 2) * 2 - 1),
         ("quantize", lambda b, z: ops.quantize(z, cb, backend=b).z_q, torch.randn(4, 3)),
-        ("compose_flow", lambda b, kp: ops.compose_flow(torch.randn(1, 3, 3, 4), kp, kd, backend=b),
+        ("compose_flow", lambda b, kp: ops.compose_flow(logits, kp, kd, backend=b),
          torch.rand(1, 2, 2) * 2 - 1),
         ("group_norm_swish", lambda b, t: ops.group_norm_swish(t, 1, backend=b), x),
     ]
@@ -91,3 +92,36 @@ def test_auto_backend_sends_forward_mode_ad_to_torch(monkeypatch):
     with torch.autograd.forward_ad.dual_level():
         assert resolve_backend(None, torch.autograd.forward_ad.make_dual(t, torch.ones(3)), op="t") == "torch"
         assert resolve_backend(None, t, op="t") == "cuda"
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_torch_func_gradient_transforms_on_a_kernel_backend_name_the_op(case):
+    """torch.func.grad / vjp / jacrev over a kernel op: a clear error naming the op, and the torch
+    backend gives the gradient (custom ops' autograd formulas do not run under torch.func)."""
+    name, fn, primal = _jvp_cases()[case]
+    for transform in (torch.func.grad, torch.func.jacrev):
+        with pytest.raises(NotImplementedError, match=f"{name}: torch.func gradient transforms"):
+            transform(lambda p: fn("triton", p).sum())(primal)
+    got = torch.func.grad(lambda p: fn("torch", p).sum())(primal)
+    leaf = primal.clone().requires_grad_()
+    want, = torch.autograd.grad(fn("torch", leaf).sum(), leaf)
+    torch.testing.assert_close(got, want)
+
+
+def test_auto_backend_sends_torch_func_gradient_transforms_to_torch(monkeypatch):
+    import mcc_fast._dispatch as dispatch
+
+    ok = dispatch.BackendStatus("x", True, "test")
+    monkeypatch.setattr(dispatch, "cuda_status", lambda: ok)
+    monkeypatch.setattr(dispatch, "_device_of", lambda tensors: torch.device("cuda"))
+    chosen = []
+
+    def probe(t):
+        chosen.append(resolve_backend(None, t, op="t"))
+        return t.sum()
+
+    torch.func.grad(probe)(torch.randn(3))
+    torch.func.vjp(probe, torch.randn(3))
+    torch.func.vmap(probe)(torch.randn(2, 3))  # vmap alone keeps the kernels
+    assert chosen == ["torch", "torch", "cuda"]
+    assert resolve_backend(None, torch.randn(3), op="t") == "cuda"
