@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import warnings
 from pathlib import Path
@@ -134,6 +135,16 @@ def test_resume_applies_changed_optimizer_settings(data_root, tmp_path):
         trainer.close()
     log = (tmp_path / "run" / "train.log").read_text()
     assert "optim.lr 0.0001 -> 1e-06" in log and "optim.betas" in log and "optim.gamma" in log
+
+
+def test_the_logged_lr_is_the_one_the_step_trained_with(data_root, tmp_path):
+    # MultiStepLR at milestone 2: steps 1 and 2 train with 2e-4, step 3 with 1e-4 (the
+    # official basicsr loop logs the lr of the iteration it reports, too).
+    train(tiny_config(data_root, "train.total_iter=3", "optim.lr=2e-4", "optim.milestones=[2]",
+                      "log.print_every=1"), tmp_path / "run")
+    log = (tmp_path / "run" / "train.log").read_text()
+    logged = {int(m.group(1)): float(m.group(2)) for m in re.finditer(r"step (\d+)/3 lr (\S+) ", log)}
+    assert logged == {1: 2e-4, 2: 2e-4, 3: 1e-4}, logged
 
 
 # ---- distributed --------------------------------------------------------------------------------

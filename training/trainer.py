@@ -224,6 +224,7 @@ class Trainer:
             self.out_dir, enabled=self.ctx.is_main, total_iter=config.train.total_iter,
             progress=config.log.progress, tensorboard=config.log.tensorboard)
         self._last_visuals: tuple[torch.Tensor, ...] = ()
+        self.step_lr: float | None = None  # the generator's lr of the last step (before its schedule step)
         self._abandoned: list[Path] = []  # later checkpoints of this folder, moved aside at the first save
         try:
             resume_path = self._resume_path(resume)
@@ -339,7 +340,8 @@ class Trainer:
         self.val_dataset = None
         if self.ctx.is_main and cfg.log.val_every > 0 and (Path(d.root) / "test").is_dir():
             try:
-                self.val_dataset = VideoSequenceDataset(d.root, "test", size=size, max_frames=cfg.log.val_frames or None)
+                self.val_dataset = VideoSequenceDataset(d.root, "test", size=size,
+                                                        max_frames=cfg.log.val_frames or None)
             except (ValueError, FileNotFoundError) as exc:
                 self.monitor.info(f"validation off: {exc}")
         self.monitor.info(
@@ -580,6 +582,7 @@ class Trainer:
             self.scalers["discriminator"].update()
             self.discriminator.requires_grad_(False)
 
+        self.step_lr = self.optimizers["generator"].param_groups[0]["lr"]  # the lr this step used
         with warnings.catch_warnings():  # the discriminator's schedule runs before its first step
             warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
             for sched in self.schedulers.values():
@@ -610,7 +613,7 @@ class Trainer:
         if not self.ctx.is_main:
             return
         rate = self.monitor.iterations_per_second(self.step)
-        lr = self.optimizers["generator"].param_groups[0]["lr"]
+        lr = self.step_lr  # the lr the reported step trained with (the schedule has moved on since)
         text = " ".join(f"{k} {v:.4f}" for k, v in means.items())
         self.monitor.info(f"step {self.step}/{self.config.train.total_iter} lr {lr:.3g} {text} "
                           f"| {rate:.2f} it/s | unreadable videos skipped: {len(unreadable)}")
@@ -651,7 +654,8 @@ class Trainer:
             atomic_write_bytes(self.out_dir / "config.yaml", cfg.to_yaml().encode())
         params = self.model.num_parameters()
         self.monitor.info(
-            f"training {cfg.name}: {params['total'] / 1e6:.2f}M parameters (generator {params['generator'] / 1e6:.2f}M, "
+            f"training {cfg.name}: {params['total'] / 1e6:.2f}M parameters "
+            f"(generator {params['generator'] / 1e6:.2f}M, "
             f"motion estimator {params['motion_estimator'] / 1e6:.2f}M), {self.model_config.image_size}px, "
             f"device {self.device}, world size {self.ctx.world_size}, precision {cfg.train.precision}, "
             f"{'fused kernels' if self.model.generator.fused is not None else 'reference ops'}, "
