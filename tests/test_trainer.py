@@ -109,12 +109,37 @@ def test_resume_continues_exactly(data_root, tmp_path):
     state_a = load_checkpoint(full.checkpoint).state
     state_b = load_checkpoint(second.checkpoint).state
     assert state_a["data"] == state_b["data"]
+    assert _same_nested(state_a["rng"], state_b["rng"]), "the saved RNG states differ"
     assert torch.equal(state_a["optimizers"]["discriminator"]["state"][0]["exp_avg"],
                        state_b["optimizers"]["discriminator"]["state"][0]["exp_avg"])
     with pytest.raises(ConfigError, match="--stop-at 2: the run is already at step 3"):
         train(tiny_config(data_root, *settings), tmp_path / "split", resume=first.checkpoint, stop_at=2)
     assert sorted(p.name for p in (tmp_path / "split" / "checkpoints").iterdir() if p.name.startswith("step_")) \
         == ["step_00000003", "step_00000006"]  # nothing written by the refused run
+
+
+def _same_nested(a, b) -> bool:
+    """Whether two nested dicts / lists / tuples of tensors and plain values are equal, tensors bitwise."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_nested(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(_same_nested, a, b))
+    return a == b
+
+
+def test_a_fresh_run_seeds_the_global_rngs_from_the_config(data_root, tmp_path):
+    import random
+
+    states = []
+    for run in ("a", "b"):
+        torch.manual_seed(len(run) * 7 + ord(run))  # whatever the caller's RNGs hold before
+        random.seed(ord(run))
+        np.random.seed(ord(run))
+        result = train(tiny_config(data_root, "train.total_iter=1"), tmp_path / run)
+        states.append(load_checkpoint(result.checkpoint).state["rng"])
+    assert _same_nested(*states)
 
 
 def test_resume_applies_changed_optimizer_settings(data_root, tmp_path):

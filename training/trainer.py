@@ -15,8 +15,10 @@ Randomness: model initialisation from `seed` (identical on every rank); the equi
 transform of micro-batch m of step s from a generator keyed on (seed, s, m) (m counted over
 all ranks), so a resumed run, or a run with a different split of the same micro-batches
 over ranks, draws the same transforms; data items are keyed on (seed, epoch, index) by the
-dataset. Mixed precision: bf16 autocast, or fp16 autocast with gradient scalers; flows and
-VQ distances stay fp32.
+dataset. The global torch / Python / NumPy generators (which the loop itself never draws
+from) are seeded from (seed, rank) at the start, and a resume restores their saved states,
+so a checkpoint's RNG states match a straight run's. Mixed precision: bf16 autocast, or fp16
+autocast with gradient scalers; flows and VQ distances stay fp32.
 
 Run folder: a fresh run (no resume) refuses a folder whose ``checkpoints/`` already holds
 checkpoints unless `overwrite` (which deletes them first). A run resumed from step S of its
@@ -120,6 +122,16 @@ def _rng_state() -> dict[str, Any]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
+
+
+def _seed_global_rngs(seed: int, rank: int) -> None:
+    """Seed torch's, Python's and NumPy's global generators from (seed, rank), so the RNG
+    states a checkpoint records are the same in a straight run and a resumed one (nothing
+    of the trainer draws from them; code a user adds may)."""
+    key = (seed * 1_000_003 + rank) % 2**32
+    torch.manual_seed(key)
+    random.seed(key)
+    np.random.seed(key)
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -229,6 +241,7 @@ class Trainer:
         try:
             resume_path = self._resume_path(resume)
             self._check_run_folder(resume_path, overwrite)
+            _seed_global_rngs(config.seed, self.ctx.rank)  # a resume restores the saved states over these
             self._build_networks(init_from)
             self._build_optimisers()
             self.step = 0
@@ -322,7 +335,11 @@ class Trainer:
         loader = DataLoader(
             self.dataset, batch_sampler=self.sampler, num_workers=d.num_workers,
             persistent_workers=d.num_workers > 0, pin_memory=self.device.type == "cuda",
-            worker_init_fn=_worker_init if d.num_workers > 0 else None)
+            worker_init_fn=_worker_init if d.num_workers > 0 else None,
+            # Its own generator for the base seed each new iterator draws (workers reseed
+            # themselves in _worker_init): a resumed run starts an extra iterator mid-epoch,
+            # which would otherwise advance the global torch RNG one draw more.
+            generator=torch.Generator().manual_seed(cfg.seed))
         position = self._position
         if position.get("global_batch", self.sampler.global_batch) != self.sampler.global_batch:
             # Another world size or batch: keep the epoch, restart it (not an exact resume).
