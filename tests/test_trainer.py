@@ -162,6 +162,16 @@ def test_resume_applies_changed_optimizer_settings(data_root, tmp_path):
     assert "optim.lr 0.0001 -> 1e-06" in log and "optim.betas" in log and "optim.gamma" in log
 
 
+@pytest.mark.parametrize("change, named", [
+    ("model.width=16", "model.width: 8 (checkpoint) vs 16 (config)"),
+    ("discriminator.base_channels=4", "discriminator.base_channels: 8 (checkpoint) vs 4 (config)"),
+])
+def test_resume_with_another_architecture_names_the_changed_keys(data_root, tmp_path, change, named):
+    train(tiny_config(data_root, "train.total_iter=2"), tmp_path / "run", stop_at=1)
+    with pytest.raises(CheckpointError, match=re.escape(named)):
+        Trainer(tiny_config(data_root, "train.total_iter=2", change), tmp_path / "run", resume="latest")
+
+
 def test_the_logged_lr_is_the_one_the_step_trained_with(data_root, tmp_path):
     # MultiStepLR at milestone 2: steps 1 and 2 train with 2e-4, step 3 with 1e-4 (the
     # official basicsr loop logs the lr of the iteration it reports, too).

@@ -160,6 +160,25 @@ def _data_changed(position: dict, sampler) -> bool:
     return position.get("steps_per_epoch", sampler.steps_per_epoch) != sampler.steps_per_epoch
 
 
+def _saved_config(text: str | None) -> dict | None:
+    """The training config a checkpoint recorded (its YAML text), or None when unreadable."""
+    try:
+        saved = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def _section_changes(saved: dict | None, current: dict, section: str) -> list[str]:
+    """'section.key: saved (checkpoint) vs current (config)' for each key of the config section
+    `section` whose value differs from the saved config's (none without a saved section)."""
+    old = saved.get(section) if saved else None
+    if not isinstance(old, dict):
+        return []
+    new = current[section]
+    return [f"{section}.{k}: {old.get(k)!r} (checkpoint) vs {new[k]!r} (config)" for k in new if old.get(k) != new[k]]
+
+
 def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
@@ -441,10 +460,27 @@ class Trainer:
         self.monitor.info(f"moved {len(moving)} checkpoint(s) after the resumed step "
                           f"({', '.join(p.name for p in moving)}) of an abandoned branch to {aside}")
 
-    def _restore(self, ckpt: Checkpoint) -> None:
+    def _check_architecture(self, ckpt: Checkpoint) -> None:
+        """CheckpointError naming the `model.*` / `discriminator.*` keys (or, without a readable
+        saved config, the ModelConfig fields) in which the checkpoint's run differs from this one."""
+        saved = _saved_config(ckpt.state.get("config"))
+        current = self.config.to_dict()
+        changes = _section_changes(saved, current, "discriminator")
         if ckpt.config != self.model_config:
-            raise CheckpointError(f"{ckpt.path}: it holds a different model config than the training config "
-                                  "(resume with the config it was trained with)")
+            model_changes = _section_changes(saved, current, "model")
+            if not model_changes:  # e.g. no saved config: name the ModelConfig fields
+                a, b = ckpt.config.to_dict(), self.model_config.to_dict()
+                model_changes = [f"model config {part}.{k}: {a[part].get(k)!r} (checkpoint) vs {b[part][k]!r} "
+                                 f"(config)" for part in ("motion", "generator") for k in b[part]
+                                 if a[part].get(k) != b[part][k]]
+            changes = model_changes + changes
+        if changes:
+            raise CheckpointError(f"{ckpt.path}: it was trained with another architecture than the training "
+                                  f"config's ({'; '.join(changes[:6])}): resume with the config it was trained "
+                                  "with (its run folder's config.yaml)")
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        self._check_architecture(ckpt)
         self._load_weights(ckpt.weights, str(ckpt.path))
         state = ckpt.state
         for name, opt in self.optimizers.items():
