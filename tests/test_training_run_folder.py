@@ -65,3 +65,16 @@ def test_resuming_an_older_checkpoint_moves_the_later_ones_aside(data_root, tmp_
     assert len(aside) == 1 and sorted(os.listdir(aside[0])) == ["step_00000004", "step_00000006"]
     assert str(aside[0]) in (run / "train.log").read_text()
     assert latest_checkpoint(root) == result.checkpoint
+
+
+def test_resume_of_a_run_folder_says_which_folder_to_pass(data_root, tmp_path):
+    run = tmp_path / "run"
+    first = train(tiny_config(data_root, "train.total_iter=2"), run, stop_at=1)
+    for given in (run, run / "checkpoints"):  # the run folder instead of one of its checkpoints
+        with pytest.raises(ConfigError, match=re.escape(f"--resume {str(given)!r}: a run folder") + ".*"
+                           + re.escape(f"--out {run} --resume") + ".*" + re.escape(str(first.checkpoint))):
+            Trainer(tiny_config(data_root, "train.total_iter=2"), tmp_path / "other", resume=given)
+    with pytest.raises(ConfigError, match="--resume .*: no such checkpoint folder"):
+        Trainer(tiny_config(data_root, "train.total_iter=2"), tmp_path / "other", resume=tmp_path / "missing")
+    with pytest.raises(ConfigError, match="--resume .*: expected a checkpoint folder .* got a file"):
+        Trainer(tiny_config(data_root, "train.total_iter=2"), tmp_path / "other", resume=run / "config.yaml")

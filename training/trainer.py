@@ -52,6 +52,7 @@ from torch.utils.data import DataLoader, get_worker_info
 from mcc_fast.model.model import Model
 
 from .checkpointing import (
+    STATE_NAME,
     CheckpointError,
     Checkpoint,
     TrainingWeights,
@@ -177,6 +178,25 @@ def _section_changes(saved: dict | None, current: dict, section: str) -> list[st
         return []
     new = current[section]
     return [f"{section}.{k}: {old.get(k)!r} (checkpoint) vs {new[k]!r} (config)" for k in new if old.get(k) != new[k]]
+
+
+def _checkpoint_folder(path: Path) -> Path:
+    """`path` when it may be a checkpoint folder; a ConfigError naming --resume when it is
+    missing, a file, or a run folder / its checkpoints/ folder (with the folder to pass)."""
+    if not path.exists():
+        raise ConfigError(f"--resume {os.fspath(path)!r}: no such checkpoint folder")
+    if not path.is_dir():
+        raise ConfigError(f"--resume {os.fspath(path)!r}: expected a checkpoint folder (step_XXXXXXXX), "
+                          "got a file")
+    if (path / STATE_NAME).is_file():
+        return path
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    newest = latest_checkpoint(root)
+    if newest is not None:
+        run = path if root != path else path.parent
+        raise ConfigError(f"--resume {os.fspath(path)!r}: a run folder, not a checkpoint folder: continue it "
+                          f"with --out {os.fspath(run)} --resume, or pass a checkpoint such as {newest}")
+    return path  # loading names the missing file
 
 
 def _as_tuple(value):
@@ -416,7 +436,7 @@ class Trainer:
             if path is None:
                 self.monitor.info(f"resume: no checkpoint in {self.out_dir / 'checkpoints'}; starting at step 0")
             return path
-        return Path(resume)
+        return _checkpoint_folder(Path(resume))
 
     def _check_run_folder(self, resume_path: Path | None, overwrite: bool) -> None:
         """Refuse (or with `overwrite`, clear) a run folder holding another run's checkpoints;
