@@ -332,6 +332,11 @@ def test_vgg_missing_file_and_bad_state(tmp_path):
     truncated.write_bytes(b"PK\x03\x04 not a checkpoint")
     with pytest.raises(ValueError, match="truncated.pth"):
         load_vgg19(truncated)
+    text = tmp_path / "notes.pth"  # torch.load's error is a bare KeyError(174812789) here
+    text.write_bytes(b"junk\n")
+    with pytest.raises(ValueError, match=r"notes\.pth': not a readable PyTorch file \(truncated or foreign\?\): "
+                                         r"KeyError"):
+        load_vgg19(text)
 
 
 def test_vgg_signed_input_flag():
