@@ -78,3 +78,14 @@ def test_resume_of_a_run_folder_says_which_folder_to_pass(data_root, tmp_path):
         Trainer(tiny_config(data_root, "train.total_iter=2"), tmp_path / "other", resume=tmp_path / "missing")
     with pytest.raises(ConfigError, match="--resume .*: expected a checkpoint folder .* got a file"):
         Trainer(tiny_config(data_root, "train.total_iter=2"), tmp_path / "other", resume=run / "config.yaml")
+
+
+def test_resume_logs_the_other_settings_that_changed(data_root, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(data_root, "train.total_iter=2"), run, stop_at=1)
+    trainer = Trainer(tiny_config(data_root, "train.total_iter=2", "seed=1", "loss.gan=0.5"), run, resume="latest")
+    trainer.close()
+    log = (run / "train.log").read_text()
+    assert "resume: settings changed versus the checkpoint's config" in log
+    assert "seed 0 -> 1" in log and "loss.gan 0.8 -> 0.5" in log
+    assert "train.total_iter" not in log.split("settings changed")[1]  # unchanged settings are not listed

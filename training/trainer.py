@@ -508,6 +508,7 @@ class Trainer:
         for name, sched in self.schedulers.items():
             sched.load_state_dict(state["schedulers"][name])
         self._apply_optim_settings(state.get("config"), ckpt.path)
+        self._log_other_changes(state.get("config"))
         for name, scaler in self.scalers.items():
             if state["scalers"].get(name):
                 scaler.load_state_dict(state["scalers"][name])
@@ -518,6 +519,21 @@ class Trainer:
         if len(rng) == self.ctx.world_size:
             _set_rng_state(rng[self.ctx.rank])
         self.monitor.info(f"resumed from {ckpt.path} at step {self.step}")
+
+    def _log_other_changes(self, saved_yaml: str | None) -> None:
+        """Log the seed / data / train / loss settings that differ from the checkpoint's config
+        (they apply from the resumed step on; a changed seed or loss is not an exact continuation)."""
+        saved, current = _saved_config(saved_yaml), self.config.to_dict()
+        if saved is None:
+            return
+        changes = [f"seed {saved.get('seed')!r} -> {current['seed']!r}"] if saved.get("seed") != current["seed"] else []
+        for section in ("data", "train", "loss"):
+            old = saved.get(section) if isinstance(saved.get(section), dict) else {}
+            changes += [f"{section}.{k} {old.get(k)!r} -> {v!r}"
+                        for k, v in current[section].items() if old.get(k) != v]
+        if changes:
+            self.monitor.info("resume: settings changed versus the checkpoint's config (they apply from here on): "
+                              + "; ".join(changes))
 
     def _apply_optim_settings(self, saved_yaml: str | None, source: Path) -> None:
         """After loading the optimiser and scheduler states: the config's lr, betas, weight
