@@ -1,6 +1,8 @@
 """`mcc-fast train` and its config: bad input is one clear line naming the key or option (exit 2)."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mcc_fast.cli import main
@@ -91,3 +93,12 @@ def test_a_shipped_config_name_is_not_shadowed_by_a_folder(tmp_path, monkeypatch
     assert load_config("smoke").to_dict() == load_config(CONFIG_DIR / "smoke.yaml").to_dict()
     (tmp_path / "demo").write_text("name: my-local-demo\n")  # a local file of that name is read
     assert load_config("demo").name == "my-local-demo"
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("optim.lr=-1", "config optim.lr: expected a number >= 0, got -1"),
+    ("train.ema_decay=2", "config train.ema_decay: expected a number in [0, 1], got 2"),
+])
+def test_number_bounds_are_said_plainly(override, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config("smoke", [override])

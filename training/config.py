@@ -88,7 +88,9 @@ def _float(key: str, value: Any, minimum: float | None = None, maximum: float | 
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         _fail(key, "a finite number", value)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        _fail(key, f"a number in [{minimum}, {maximum}]", value)
+        expected = (f"a number in [{minimum:g}, {maximum:g}]" if minimum is not None and maximum is not None else
+                    f"a number >= {minimum:g}" if minimum is not None else f"a number <= {maximum:g}")
+        _fail(key, expected, value)
     return float(value)
 
 
