@@ -197,20 +197,6 @@ def _run_and_dump(config, out: Path, rank: int = 0) -> None:
     torch.save({k: p.grad.clone() for k, p in named.items() if p.grad is not None}, Path(out, f"grads_rank{rank}.pt"))
 
 
-def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    try:
-        _run_and_dump(tiny_config(Path(root), *_DDP_SETTINGS, "data.batch_size=1", "train.accumulate=1"),
-                      Path(out), rank)
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
 _DDP_SETTINGS = ("train.total_iter=3", "loss.start_iters={gan: 1}", "data.repeats=1", "optim.lr=1e-4")
 
 
@@ -218,7 +204,9 @@ def test_two_rank_ddp_equals_one_process_accumulating(data_root, tmp_path):
     import torch.multiprocessing as mp
 
     ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(data_root), str(ddp_out)), nprocs=2, join=True)
+    from training_workers import ddp_worker  # see there: spawned processes cannot import this file
+
+    mp.spawn(ddp_worker, args=(2, _free_port(), str(data_root), str(ddp_out)), nprocs=2, join=True)
     _run_and_dump(tiny_config(data_root, *_DDP_SETTINGS, "data.batch_size=1", "train.accumulate=2"), single_out)
     ranks = [json.loads((ddp_out / f"history_rank{r}.json").read_text()) for r in range(2)]
     single = json.loads((single_out / "history_rank0.json").read_text())
