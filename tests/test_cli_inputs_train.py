@@ -102,3 +102,10 @@ def test_a_shipped_config_name_is_not_shadowed_by_a_folder(tmp_path, monkeypatch
 def test_number_bounds_are_said_plainly(override, expected):
     with pytest.raises(ConfigError, match=re.escape(expected)):
         load_config("smoke", [override])
+
+
+def test_validation_frames_must_include_more_than_the_source(capsys):
+    with pytest.raises(ConfigError, match=r"log\.val_frames: expected 0 \(all frames\) or at least 2"):
+        load_config("smoke", ["log.val_frames=1"])
+    assert "log.val_frames" in _error(capsys, ["train", "--config", "smoke", "--set", "log.val_frames=1"])
+    assert load_config("smoke", ["log.val_frames=0", "log.val_videos=0"]).log.val_videos == 0

@@ -599,3 +599,15 @@ def test_resume_over_a_changed_training_set_says_the_data_order_restarts(data_ro
     assert second.step == 4
     log = (tmp_path / "run" / "train.log").read_text()
     assert "the training set changed (12 -> 18 pairs per epoch); the data order restarts" in log
+
+
+def test_zero_validation_videos_and_frames_mean_all_of_them(data_root, tmp_path):
+    from mcc_fast.training.trainer import Trainer
+
+    trainer = Trainer(tiny_config(data_root, "log.val_every=1", "log.val_videos=0", "log.val_frames=0"), tmp_path / "v")
+    try:
+        result = trainer._validate()
+    finally:
+        trainer.close()
+    assert result.videos == 2 and result.frames == 2 * 8  # both test videos, all 8 frames each
+    assert math.isfinite(result.l1) and math.isfinite(result.l1_no_motion)

@@ -342,7 +342,10 @@ class LossSection(LossWeights):
 
 @dataclass
 class LogSection:
-    """Console, TensorBoard and validation cadence (in iterations; 0 turns a thing off)."""
+    """Console, TensorBoard and validation cadence (in iterations; 0 turns a thing off).
+
+    Validation reconstructs the first `val_videos` test videos (0: all) from their first frame,
+    over their first `val_frames` frames (0: all; at least 2, frame 0 being the source itself)."""
 
     print_every: int = 50
     progress: bool = True
@@ -356,6 +359,8 @@ class LogSection:
         """Validate (and normalise) this section in place; ConfigError naming `key.field`."""
         for name in ("print_every", "image_every", "val_every", "val_videos", "val_frames"):
             setattr(self, name, _int(f"{key}.{name}", getattr(self, name), 0))
+        if self.val_frames == 1:
+            _fail(f"{key}.val_frames", "0 (all frames) or at least 2 (frame 0 is the source itself)", self.val_frames)
         self.progress = _bool(f"{key}.progress", self.progress)
         self.tensorboard = _bool(f"{key}.tensorboard", self.tensorboard)
 

@@ -714,7 +714,7 @@ class Trainer:
         if self.ctx.is_main and self.val_dataset is not None:
             log = self.config.log
             result = validate(self.model.motion_estimator, self.ema.average, self.val_dataset,
-                              self.device, max_videos=log.val_videos, max_frames=log.val_frames or 10**9,
+                              self.device, max_videos=log.val_videos or 10**9, max_frames=log.val_frames or 10**9,
                               batch_size=self.config.data.batch_size, autocast_dtype=self.autocast_dtype)
             self.monitor.info(
                 f"validation step {self.step}: L1 {result.l1:.4f} PSNR {result.psnr:.2f} dB "
