@@ -229,3 +229,29 @@ def test_a_float_weight_stored_as_another_kind_is_refused(tmp_path, small_model,
     _rewrite(path, tensors_update={name: torch.ones(value.shape, dtype=dtype)})
     with pytest.raises(CheckpointError, match=rf"wrong kind of dtype: {name} \({dtype}"):
         mcc_fast.Model.from_pretrained(path, device="cpu")
+
+
+def test_safetensors_files_are_identical_for_identical_contents(tmp_path):
+    """safetensors writes its metadata map in a random order; our files (and their sha256) must not vary."""
+    from safetensors import safe_open
+
+    from mcc_fast.io.safetensors_bytes import safetensors_bytes
+
+    tensors = {"b": torch.arange(6.0).view(2, 3), "a": torch.ones(4, dtype=torch.float16)}
+    metadata = {k: f"value {i} é" for i, k in enumerate("qwertyuiop")}
+    files = {safetensors_bytes(tensors, metadata) for _ in range(20)}
+    assert len(files) == 1
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(files.pop())
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata() == metadata
+        assert torch.equal(f.get_tensor("b"), tensors["b"]) and torch.equal(f.get_tensor("a"), tensors["a"])
+    assert len({safetensors_bytes(tensors) for _ in range(3)}) == 1  # no metadata at all
+
+
+def test_saving_a_model_twice_gives_the_same_bytes(small_model, tmp_path):
+    from mcc_fast.model.checkpoint import save_model
+
+    first = save_model(small_model, tmp_path / "one.safetensors").read_bytes()
+    second = save_model(small_model, tmp_path / "two.safetensors").read_bytes()
+    assert first == second

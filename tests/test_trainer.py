@@ -106,6 +106,8 @@ def test_resume_continues_exactly(data_root, tmp_path):
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, different[:5]
+    for name in ("model.safetensors", "generator.safetensors", "discriminator.safetensors"):  # byte for byte
+        assert (full.checkpoint / name).read_bytes() == (second.checkpoint / name).read_bytes(), name
     state_a = load_checkpoint(full.checkpoint).state
     state_b = load_checkpoint(second.checkpoint).state
     assert state_a["data"] == state_b["data"]

@@ -32,6 +32,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from mcc_fast.io.safetensors_bytes import safetensors_bytes
 from mcc_fast.model.checkpoint import (
     WEIGHTS_NAME,
     CheckpointError,
@@ -154,9 +155,7 @@ def _tensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
-    from safetensors.torch import save
-
-    return save(_tensors(state), metadata=metadata)
+    return safetensors_bytes(_tensors(state), metadata)
 
 
 def _read_safetensors(path: Path, part: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..io.atomic import atomic_write_bytes
+from ..io.safetensors_bytes import safetensors_bytes
 from .config import ModelConfig
 from .generator.keys import convert_generator_state_dict
 from .motion.keys import convert_motion_estimator_state_dict
@@ -212,8 +213,6 @@ def _cast_for_saving(name: str, t: torch.Tensor, dtype: torch.dtype) -> torch.Te
 def save_model(model, path: str | Path, *, dtype: torch.dtype | str | None = None) -> Path:
     """Write `model` (weights + config) to `path` atomically; returns the file written.
     dtype: None (as they are), float32, float16 or bfloat16 (or their names) for floating weights."""
-    from safetensors.torch import save
-
     from .. import __version__
 
     dtype = resolve_dtype(dtype, SAVE_DTYPES)
@@ -226,7 +225,7 @@ def save_model(model, path: str | Path, *, dtype: torch.dtype | str | None = Non
         tensors[name] = t.contiguous()
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "mcc_fast_version": __version__,
             "config": model.config.to_json()}
-    atomic_write_bytes(target, save(tensors, metadata=meta))
+    atomic_write_bytes(target, safetensors_bytes(tensors, meta))
     return target
 
 
