@@ -109,3 +109,12 @@ def test_validation_frames_must_include_more_than_the_source(capsys):
         load_config("smoke", ["log.val_frames=1"])
     assert "log.val_frames" in _error(capsys, ["train", "--config", "smoke", "--set", "log.val_frames=1"])
     assert load_config("smoke", ["log.val_frames=0", "log.val_videos=0"]).log.val_videos == 0
+
+
+def test_a_run_refused_while_setting_up_leaves_no_run_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "run"
+    err = _error(capsys, ["train", "--config", "smoke", "--data", str(tmp_path / "empty"), "--out", str(out),
+                          "--random-vgg"])
+    assert "train" in err and "does not exist" in err
+    assert not out.exists()  # no empty train.log (nor a progress bar) from a run that never started

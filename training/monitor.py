@@ -27,8 +27,9 @@ def image_grid(rows: list[torch.Tensor], max_samples: int = 4) -> torch.Tensor:
 class TrainingMonitor:
     """Progress bar + `train.log` + TensorBoard for rank 0 (a silent no-op elsewhere).
 
-    out_dir: the run folder; total_iter/start_iter: for the bar; progress: show a tqdm bar;
-    tensorboard: write ``out_dir/tensorboard`` event files.
+    out_dir: the run folder (made, with train.log, at the first line logged); total_iter: for the
+    bar (shown from the first step reported); start_iter: where the iteration rate starts from;
+    progress: show a tqdm bar; tensorboard: write ``out_dir/tensorboard`` event files.
     """
 
     def __init__(self, out_dir: Path | None, *, enabled: bool, total_iter: int, start_iter: int = 0,
@@ -39,18 +40,26 @@ class TrainingMonitor:
         self._tensorboard = tensorboard and enabled and out_dir is not None
         self._bar = None
         self._log_file = None
+        self._progress = progress and enabled
+        self._total_iter = total_iter
         self._last_time = time.perf_counter()
         self._last_step = start_iter
-        if not enabled:
-            return
-        if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            self._log_file = open(out_dir / "train.log", "a", buffering=1)
-        if progress:
+        # The log file and the bar are made when first used: a run refused while it is being set up
+        # (bad data, a folder holding another run) leaves no empty train.log or run folder behind.
+
+    def _log(self):
+        if self._log_file is None and self.enabled and self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.out_dir / "train.log", "a", buffering=1)
+        return self._log_file
+
+    def _progress_bar(self, step: int):
+        if self._bar is None and self._progress:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total_iter, initial=start_iter, unit="it", dynamic_ncols=True,
+            self._bar = tqdm(total=self._total_iter, initial=max(step - 1, 0), unit="it", dynamic_ncols=True,
                              file=sys.stderr, desc="train")
+        return self._bar
 
     # ---- text ----------------------------------------------------------------------------------
 
@@ -59,7 +68,7 @@ class TrainingMonitor:
         if not self.enabled:
             return
         line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {message}"
-        if self._log_file is not None:
+        if self._log() is not None:
             self._log_file.write(line + "\n")
         if self._bar is not None:
             self._bar.write(line, file=sys.stderr)
@@ -68,10 +77,11 @@ class TrainingMonitor:
 
     def step(self, step: int, losses: Mapping[str, float]) -> None:
         """Advance the bar to `step` and show the main losses."""
-        if not self.enabled or self._bar is None:
+        if not self.enabled or self._progress_bar(step) is None:
             return
         self._bar.update(step - self._bar.n)
-        shown = {k: f"{v:.4f}" for k, v in losses.items() if k in ("total", "l1", "perceptual", "gan", "d_real", "d_fake")}
+        shown = {k: f"{v:.4f}" for k, v in losses.items()
+                 if k in ("total", "l1", "perceptual", "gan", "d_real", "d_fake")}
         self._bar.set_postfix(shown, refresh=False)
 
     def iterations_per_second(self, step: int) -> float:
