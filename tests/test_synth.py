@@ -283,3 +283,13 @@ def test_report_speed():
     per_video = (time.perf_counter() - start) / n
     print(f"\nsynth render: {per_video * 1e3:.0f} ms per 64-frame 128x128 video, "
           f"{64 / per_video:.0f} frames/s; 200 videos ~ {200 * per_video:.1f} s (rendering only)")
+
+
+def test_a_new_dataset_folder_has_the_usual_permissions(tmp_path):
+    """The dataset is built in a private temporary folder (mkdtemp: 0700); the folder `out`
+    it becomes must get mkdir's mode (0777 less the umask), readable by the group as usual."""
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    out = tmp_path / "new"
+    synth.write_dataset(out, videos=1, frames=2, size=16, format="png", workers=1)
+    assert out.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777

@@ -766,11 +766,19 @@ def _staging_folder(out: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=out.parent))
 
 
+def _folder_mode() -> int:
+    """The permission bits ``mkdir`` gives a new folder: 0o777 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
 def _install(stage: Path, out: Path) -> None:
     """Move the finished dataset from ``stage`` into ``out``: a rename when ``out`` is new,
     else the entries of :data:`_OWNED` replace those in ``out`` (other files stay; the old
     entries are put back if a move fails)."""
     if not out.exists():
+        os.chmod(stage, _folder_mode())  # mkdtemp made it private (0700): a new dataset gets mkdir's mode
         os.replace(stage, out)
         return
     replaced = stage / ".replaced"
