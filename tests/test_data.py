@@ -400,3 +400,23 @@ def test_stretched_video_warns_once_across_workers(tmp_path):
         warnings.simplefilter("always")
         ds[0]
     assert not [w for w in caught if issubclass(w.category, AspectRatioWarning)]  # already warned by a worker
+
+
+def test_broken_symlinks_are_reported_not_silently_dropped(tmp_path):
+    """A split folder of links into storage that is not mounted: each broken link named like
+    a video (or a frame folder) is an unreadable video, warned about (naming the link and its
+    missing target) and counted; a broken link with another suffix is ignored like any file."""
+    train = tmp_path / "train"
+    write_video(train / "a#1.mp4", _frames(0, n=3), fps=25)
+    (train / "b#1.mp4").symlink_to(tmp_path / "unmounted" / "b#1.mp4")
+    (train / "c#1").symlink_to(tmp_path / "unmounted" / "c#1")
+    (train / "notes.txt").symlink_to(tmp_path / "unmounted" / "notes.txt")
+    ds = FramePairDataset(tmp_path, size=S, repeats=2, seed=0)
+    assert [e.name for e in ds.videos.entries] == ["a#1.mp4", "b#1.mp4", "c#1"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        items = [ds[i] for i in range(len(ds))]
+    assert {x["name"] for x in items} == {"a#1.mp4"}
+    assert sorted(ds.videos.unreadable_videos()) == ["b#1.mp4", "c#1"]
+    messages = [str(w.message) for w in caught if issubclass(w.category, UnreadableVideoWarning)]
+    assert len(messages) == 2 and all("symbolic link to missing" in m and "unmounted" in m for m in messages)

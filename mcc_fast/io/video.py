@@ -110,12 +110,20 @@ def _is_image_demuxer(name: str) -> bool:
     return any(part in _IMAGE_DEMUXERS or part.endswith("_pipe") for part in name.split(","))
 
 
+def _broken_link_note(path: Path) -> str:
+    """' (a symbolic link to missing TARGET)' for a broken link, else ''."""
+    try:
+        return f" (a symbolic link to missing {os.readlink(path)!r})" if path.is_symlink() else ""
+    except OSError:
+        return ""
+
+
 @contextmanager
 def _open_video(path: str | os.PathLike, what: str) -> Iterator[Any]:
     """Open `path` for reading with PyAV; `what` names it in errors (e.g. "driving video")."""
     path = Path(path)
     if not path.exists():
-        raise VideoReadError(f"{what} {str(path)!r} does not exist")
+        raise VideoReadError(f"{what} {str(path)!r} does not exist{_broken_link_note(path)}")
     if path.is_dir():
         raise VideoReadError(f"{what} {str(path)!r} is a folder, not a video file")
     av = _av()

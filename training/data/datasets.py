@@ -81,8 +81,15 @@ def identity_of(name: str) -> str:
     return path.stem if path.suffix.lower() in VIDEO_EXTENSIONS else name
 
 
+def _is_broken_link(path: Path) -> bool:
+    """A symbolic link whose target does not exist."""
+    return path.is_symlink() and not path.exists()
+
+
 def list_videos(folder: str | os.PathLike) -> list[VideoEntry]:
-    """Videos of one split folder, in natural name order.
+    """Videos of one split folder, in natural name order. A broken symbolic link named
+    like a video (or without a suffix, like a frame folder) is listed, so that reading it
+    fails and it is reported and counted as unreadable instead of vanishing silently.
 
     Raises FileNotFoundError if ``folder`` is missing and ValueError (naming the folder)
     if it holds no frame folder or video file.
@@ -96,7 +103,9 @@ def list_videos(folder: str | os.PathLike) -> list[VideoEntry]:
             continue
         if path.is_dir():
             entries.append(VideoEntry(path, path.name, identity_of(path.name), True))
-        elif path.is_file() and is_video_file(path):
+        elif (path.is_file() or _is_broken_link(path)) and is_video_file(path):
+            entries.append(VideoEntry(path, path.name, identity_of(path.name), False))
+        elif _is_broken_link(path) and not path.suffix:  # was it a frame folder? reported as unreadable
             entries.append(VideoEntry(path, path.name, identity_of(path.name), False))
     if not entries:
         raise ValueError(
