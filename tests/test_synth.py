@@ -293,3 +293,24 @@ def test_a_new_dataset_folder_has_the_usual_permissions(tmp_path):
     out = tmp_path / "new"
     synth.write_dataset(out, videos=1, frames=2, size=16, format="png", workers=1)
     assert out.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777
+
+
+def test_long_videos_render_in_bounded_chunks(monkeypatch):
+    """render_video draws a bounded number of frames per _render call (its float32 work
+    tensors take ~30 bytes per pixel: a 1000-frame 256x256 video drawn at once needed ~6 GB
+    per worker and `synth` died with 'process pool terminated abruptly'), and the chunked
+    frames are the frames of a render of the whole clip at once."""
+    identity, motion = _person(2)
+    whole = synth.render_video(identity, motion, frames=7, size=16)  # one chunk (7 x 16 x 16 px)
+    calls = []
+    render = synth._render
+
+    def recording(identity, m, size):
+        calls.append(len(m["yaw"]))
+        return render(identity, m, size)
+
+    monkeypatch.setattr(synth, "_render", recording)
+    monkeypatch.setattr(synth, "RENDER_CHUNK_PIXELS", 3 * 16 * 16, raising=False)
+    chunked = synth.render_video(identity, motion, frames=7, size=16)
+    assert calls == [3, 3, 1]
+    assert np.array_equal(chunked, whole)

@@ -533,17 +533,34 @@ class _SingleThread:
 
 def render_video(identity: dict, motion: dict, frames: int, size: int, fps: float = 25.0) -> np.ndarray:
     """Render ``frames`` frames of ``identity`` moving with ``motion`` at ``fps``:
-    uint8 (F, size, size, 3) RGB. Runs with one torch thread (restored afterwards):
-    the tensors are small and thread hand-offs cost more than they save; use
-    ``write_dataset(workers=N)`` for parallelism."""
+    uint8 (F, size, size, 3) RGB. Frames are drawn a chunk at a time
+    (:data:`RENDER_CHUNK_PIXELS`), so the memory beyond the result does not grow with
+    ``frames``. Runs with one torch thread (restored afterwards): the tensors are small
+    and thread hand-offs cost more than they save; use ``write_dataset(workers=N)`` for
+    parallelism."""
     _check_int("frames", frames, 1)
     _check_int("size", size, 16)
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps!r}")
-    m = motion_at(motion, np.arange(frames) / fps)
+    t = np.arange(frames) / fps
+    out = np.empty((frames, size, size, 3), dtype=np.uint8)
+    step = _chunk_frames(size)
     with torch.no_grad(), _SingleThread():
-        img = _render(identity, m, size)
-    return img.mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 3, 0).contiguous().numpy()
+        for start in range(0, frames, step):
+            stop = min(start + step, frames)
+            img = _render(identity, motion_at(motion, t[start:stop]), size)
+            out[start:stop] = img.mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
+    return out
+
+
+#: Pixels (frames x size x size) drawn at once by :func:`render_video`: the float32 work
+#: tensors take about 30 bytes per pixel, so a chunk needs some 30 MB whatever the length.
+RENDER_CHUNK_PIXELS = 2**20
+
+
+def _chunk_frames(size: int) -> int:
+    """Frames per :func:`_render` call at ``size`` (at least 1): 64 at 128x128."""
+    return max(1, RENDER_CHUNK_PIXELS // (size * size))
 
 
 def frame_parameters(identity: dict, motion: dict, frames: int, size: int, fps: float = 25.0) -> list[dict]:
