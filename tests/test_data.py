@@ -18,6 +18,7 @@ from mcc_fast.training.data import (
     VideoSequenceDataset,
     identity_of,
     probe_video,
+    read_image,
     read_video_frames,
     read_video_frames_at,
     to_model_range,
@@ -420,3 +421,34 @@ def test_broken_symlinks_are_reported_not_silently_dropped(tmp_path):
     assert sorted(ds.videos.unreadable_videos()) == ["b#1.mp4", "c#1"]
     messages = [str(w.message) for w in caught if issubclass(w.category, UnreadableVideoWarning)]
     assert len(messages) == 2 and all("symbolic link to missing" in m and "unmounted" in m for m in messages)
+
+
+def _claim_size(png: Path, width: int, height: int) -> None:
+    """Rewrite a PNG's header (IHDR, with a valid CRC) to claim another size, as a corrupt file can."""
+    import struct
+    import zlib
+
+    data = bytearray(png.read_bytes())
+    k = data.find(b"IHDR")
+    data[k + 4:k + 12] = struct.pack(">II", width, height)
+    data[k + 17:k + 21] = struct.pack(">I", zlib.crc32(bytes(data[k:k + 17])) & 0xFFFFFFFF)
+    png.write_bytes(bytes(data))
+
+
+def test_a_frame_whose_header_claims_a_huge_size_is_an_unreadable_video(tmp_path):
+    """PIL refuses an image claiming > 179 M pixels with DecompressionBombError (not an
+    OSError): it must be a VideoReadError naming the file, so the video is skipped and
+    counted, not a crash of the DataLoader."""
+    for name in ("a#1", "b#1"):
+        for k, frame in enumerate(_frames(0, n=3)):
+            write_image(tmp_path / "train" / name / f"{k}.png", frame)
+    bad = tmp_path / "train" / "a#1" / "1.png"
+    _claim_size(bad, 100_000, 100_000)
+    with pytest.raises(VideoReadError, match=r"1\.png.*not a readable image"):
+        read_image(bad)
+    ds = FramePairDataset(tmp_path, size=S, repeats=4, seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        items = [ds[i] for i in range(len(ds))]
+    assert len(items) == len(ds) and ds.videos.unreadable_videos() == ["a#1"]
+    assert any(issubclass(w.category, UnreadableVideoWarning) and "1.png" in str(w.message) for w in caught)

@@ -312,7 +312,8 @@ def read_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             return pil_to_rgb8(img)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        # DecompressionBombError: a header claiming > 179 M pixels (e.g. a corrupt PNG header)
         raise VideoReadError(f"{what} {str(path)!r} is not a readable image ({exc})") from None
 
 
