@@ -155,3 +155,46 @@ def test_variable_rate_matroska_reports_its_average_rate(tmp_path):
     assert info.fps == Fraction(12 * 25, 31)  # not the nominal 25
     steady = probe_video(_clip(tmp_path / "cfr.mkv"))
     assert steady.fps == 25 and steady.num_frames == 5
+
+
+def _faststart_clip(path, frames=20):
+    """An mp4 with its index at the front (as web downloads are), random content (no tiny packets)."""
+    import av
+
+    rng = np.random.default_rng(0)
+    out = av.open(str(path), "w", options={"movflags": "faststart"})
+    stream = out.add_stream("libx264", rate=25)
+    stream.width = stream.height = 64
+    stream.pix_fmt = "yuv420p"
+    for _ in range(frames):
+        frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), format="rgb24")
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
+    out.close()
+    return path
+
+
+def test_a_truncated_download_is_not_silently_shorter(tmp_path):
+    """Frame-threaded decoding drops the cut-off packet's error: the short read must be said."""
+    import warnings
+
+    from mcc_fast.io.video import TruncatedVideoWarning, VideoReadError, iter_video_frames
+    from mcc_fast.training.data import read_video_frames
+
+    whole = _faststart_clip(tmp_path / "whole.mp4")
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:int(len(data) * 0.6)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the complete file: 20 frames, no warning
+        assert len(list(iter_video_frames(whole))) == 20
+        assert len(list(iter_video_frames(cut, max_frames=3))) == 3  # the frames asked for are there
+    with pytest.warns(TruncatedVideoWarning, match=r"cut\.mp4.*decoded \d+ frames but its container lists 20"):
+        frames = list(iter_video_frames(cut))
+    assert 0 < len(frames) < 20
+    with pytest.raises(VideoReadError, match="looks truncated"):
+        list(iter_video_frames(cut, strict=True))
+    with pytest.raises(VideoReadError, match="cut.mp4"):
+        read_video_frames(cut)  # training marks it unreadable, as its random-access reader does

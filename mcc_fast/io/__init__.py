@@ -9,6 +9,7 @@ from .paths import output_folder
 from .video import (
     IMAGE_EXTENSIONS,
     VIDEO_OUTPUT_EXTENSIONS,
+    TruncatedVideoWarning,
     VideoInfo,
     VideoReadError,
     VideoWriteError,
@@ -22,6 +23,7 @@ from .video import (
 __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_OUTPUT_EXTENSIONS",
+    "TruncatedVideoWarning",
     "VideoInfo",
     "VideoReadError",
     "VideoWriteError",

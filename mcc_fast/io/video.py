@@ -37,6 +37,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_OUTPUT_EXTENSIONS",
     "VideoInfo",
+    "TruncatedVideoWarning",
     "VideoReadError",
     "VideoWriteError",
     "VideoWriter",
@@ -52,6 +53,10 @@ __all__ = [
 
 class VideoReadError(RuntimeError):
     """A video or image file that cannot be opened, is not a video, or fails to decode."""
+
+
+class TruncatedVideoWarning(UserWarning):
+    """A video that decoded to fewer frames than its container lists (a truncated download)."""
 
 
 class VideoWriteError(RuntimeError):
@@ -241,12 +246,15 @@ def probe_video(path: str | os.PathLike, what: str = "video") -> VideoInfo:
 
 
 def iter_video_frames(path: str | os.PathLike, max_frames: int | None = None,
-                      what: str = "video") -> Iterator[np.ndarray]:
+                      what: str = "video", *, strict: bool = False) -> Iterator[np.ndarray]:
     """Decode a video file frame by frame: yields uint8 (H, W, 3) RGB arrays, turned upright
     as players display them (the stream's display rotation applied).
 
     Streaming: one decoded frame at a time. Raises VideoReadError (naming it `what`) when
     the file cannot be opened or a packet fails to decode (frames already yielded stay valid).
+    A file that ends with fewer frames than its container lists (a truncated download: with
+    frame-threaded decoding FFmpeg drops the error of the cut-off packet) gives a
+    TruncatedVideoWarning after its last frame, or with `strict` a VideoReadError.
     """
     if max_frames is not None and max_frames < 0:
         raise ValueError(f"max_frames must be >= 0 or None, got {max_frames!r}")
@@ -254,6 +262,7 @@ def iter_video_frames(path: str | os.PathLike, max_frames: int | None = None,
     with _open_video(path, what) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        listed = int(stream.frames or 0)  # 0 where the container does not say (mkv, webm, ...)
         count = 0
         try:
             for frame in container.decode(stream):
@@ -263,6 +272,14 @@ def iter_video_frames(path: str | os.PathLike, max_frames: int | None = None,
                 count += 1
         except (av.error.FFmpegError, ValueError) as exc:
             raise VideoReadError(f"{what} {str(path)!r}: decoding failed after {count} frames ({exc})") from None
+        if count < listed and (max_frames is None or count < max_frames):
+            message = (f"{what} {str(path)!r}: decoded {count} frames but its container lists {listed}; "
+                       "the file looks truncated")
+            if strict:
+                raise VideoReadError(message)
+            import warnings
+
+            warnings.warn(message, TruncatedVideoWarning, stacklevel=2)
 
 
 def pil_to_rgb8(img: Any) -> np.ndarray:

@@ -99,7 +99,7 @@ def read_video_frames(path: str | os.PathLike, max_frames: int | None = None) ->
             files = files[:max_frames]
         frames = [read_image(f) for f in files]
     else:
-        frames = list(iter_video_frames(path, max_frames=max_frames))
+        frames = list(iter_video_frames(path, max_frames=max_frames, strict=True))  # as the random-access reader
     if not frames:
         raise VideoReadError(f"video {str(path)!r} has no frames")
     return _stack_frames(frames, path)
