@@ -192,7 +192,9 @@ class DiscriminatorSection:
 
 @dataclass
 class DataSection:
-    """FOMM-layout data (root/train, root/test) and its loader. batch_size is per process."""
+    """FOMM-layout data (root/train, root/test) and its loader. batch_size is per process;
+    cache_mb: the resized-frame cache of each loader worker, used for frame-folder videos
+    (video files are decoded for each item)."""
 
     root: str | None = None
     id_sampling: bool = True

@@ -172,6 +172,11 @@ def _parse_size(size: int | tuple[int, int], name: str = "size") -> tuple[int, i
 class VideoFolder:
     """The videos of one folder, read at a fixed size through a small LRU cache.
 
+    The cache (``cache_bytes``, per DataLoader worker) holds the resized frames of frame
+    folders, one entry per frame image. Video files are decoded afresh for every item (up to
+    the frames it needs): with shuffled access over many videos a decoded clip is rarely
+    asked for again, so they do not fill the cache.
+
     Unreadable videos raise :class:`VideoReadError` from :meth:`frames`; they are
     recorded (once, with one :class:`UnreadableVideoWarning`) in a flag array in shared
     memory, so :attr:`num_unreadable` also counts failures seen by DataLoader workers.
