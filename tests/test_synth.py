@@ -314,3 +314,11 @@ def test_long_videos_render_in_bounded_chunks(monkeypatch):
     chunked = synth.render_video(identity, motion, frames=7, size=16)
     assert calls == [3, 3, 1]
     assert np.array_equal(chunked, whole)
+
+
+def test_cli_odd_size_for_mp4_names_the_options(tmp_path, capsys):
+    out = tmp_path / "odd"
+    assert main(["--out", str(out), "--videos", "1", "--frames", "2", "--size", "17"]) == 2
+    assert "--size must be even with --format mp4" in capsys.readouterr().err and not out.exists()
+    assert main(["--out", str(out), "--videos", "1", "--frames", "2", "--size", "17", "--format", "png",
+                 "--workers", "1", "--quiet"]) == 0  # png frames may be odd

@@ -85,6 +85,10 @@ def run_synth(args: argparse.Namespace) -> int:
         if not args.quiet and (done == total or done % max(1, total // 10) == 0):
             print(f"synth: {done}/{total} videos", file=sys.stderr, flush=True)
 
+    if args.format == "mp4" and args.size % 2:  # said with the options' names (write_dataset says size/format)
+        print(f"mcc-fast synth: error: --size must be even with --format mp4 (yuv420p video), got {args.size}",
+              file=sys.stderr)
+        return 2
     try:
         output_folder(args.out, "--out")
         summary = write_dataset(
