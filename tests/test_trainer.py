@@ -613,3 +613,21 @@ def test_zero_validation_videos_and_frames_mean_all_of_them(data_root, tmp_path)
         trainer.close()
     assert result.videos == 2 and result.frames == 2 * 8  # both test videos, all 8 frames each
     assert math.isfinite(result.l1) and math.isfinite(result.l1_no_motion)
+
+
+def test_validation_says_how_many_test_videos_it_left_out(data_root, tmp_path):
+    import shutil
+
+    from mcc_fast.training.trainer import Trainer
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    (root / "test" / "broken.mp4").write_bytes(b"not a video")
+    trainer = Trainer(tiny_config(root, "log.val_every=1", "log.val_videos=0"), tmp_path / "v")
+    try:
+        with pytest.warns(Warning, match="unreadable"):
+            result = trainer._validate()
+    finally:
+        trainer.close()
+    assert result.videos == 2 and result.unreadable == 1
+    assert "(1 unreadable test videos left out)" in (tmp_path / "v" / "train.log").read_text()

@@ -719,7 +719,8 @@ class Trainer:
             self.monitor.info(
                 f"validation step {self.step}: L1 {result.l1:.4f} PSNR {result.psnr:.2f} dB "
                 f"(no-motion baseline L1 {result.l1_no_motion:.4f} PSNR {result.psnr_no_motion:.2f} dB) "
-                f"on {result.frames} frames of {result.videos} videos")
+                f"on {result.frames} frames of {result.videos} videos"
+                + (f" ({result.unreadable} unreadable test videos left out)" if result.unreadable else ""))
             self.monitor.scalars(self.step, result.as_dict(), prefix="val")
         self.ctx.barrier()
         return result
