@@ -58,16 +58,17 @@ def triton_status() -> BackendStatus:
     return BackendStatus("triton", False, "no CUDA GPU (set TRITON_INTERPRET=1 to run the kernels on CPU for testing)")
 
 
-def cuda_status() -> BackendStatus:
+def cuda_status(device: torch.device | None = None) -> BackendStatus:
+    """Whether the cuda backend can run on `device` (the tensors' CUDA device; None: the current one)."""
     from .cuda import extension_error, runtime_name
 
-    err = extension_error()
+    err = extension_error(device=device)
     if err:
         return BackendStatus("cuda", False, err)
     if not torch.cuda.is_available():
         return BackendStatus("cuda", False, "the kernels are loadable but torch sees no CUDA GPU")
-    if runtime_name() == "nvrtc":
-        why = extension_error("compiled") or "MCC_FAST_CUDA_RUNTIME=nvrtc"
+    if runtime_name(device=device) == "nvrtc":
+        why = extension_error("compiled", device) or "MCC_FAST_CUDA_RUNTIME=nvrtc"
         return BackendStatus("cuda", True, f"csrc/ kernels compiled at run time by NVRTC ({why})")
     return BackendStatus("cuda", True, "compiled extension mcc_fast._cuda loaded")
 
@@ -139,7 +140,7 @@ def resolve_backend(backend: str | None, *tensors, op: str, supported: tuple[str
     if backend is None:
         if device.type == "cuda" and not _carries_tangent(tensors) and not _differentiating_transform():
             for name in ("cuda", "triton"):
-                if name in supported and (cuda_status() if name == "cuda" else triton_status()).available:
+                if name in supported and (cuda_status(device) if name == "cuda" else triton_status()).available:
                     return name
         return "torch"
     if backend not in supported:
@@ -147,7 +148,7 @@ def resolve_backend(backend: str | None, *tensors, op: str, supported: tuple[str
     if backend == "torch":
         return backend
     if backend == "cuda":
-        status = cuda_status()
+        status = cuda_status(device)
         if not status.available:
             raise RuntimeError(f"{op}: the cuda backend is unavailable: {status.reason}")
         if device.type != "cuda":

@@ -126,7 +126,7 @@ def _cuda_emulation(request, monkeypatch):
 
     cuda_emulation.install(monkeypatch, *request.getfixturevalue("_emulated_kernel_libraries"))
     status = _dispatch.BackendStatus("cuda", True, "emulated on the CPU (tests/cuda_emulation.py)")
-    monkeypatch.setattr(_dispatch, "cuda_status", lambda: status)
+    monkeypatch.setattr(_dispatch, "cuda_status", lambda device=None: status)
     original = _dispatch.resolve_backend
 
     def resolve(backend, *tensors, op, supported=_dispatch.BACKENDS):

@@ -111,6 +111,6 @@ def install(monkeypatch, *families_and_libs) -> None:
     monkeypatch.setattr(launch.Family, "launch", _emulated_launch(libs))
     for name in ("vq", "warp", "dense_motion"):
         wrappers = importlib.import_module(f"mcc_fast.cuda.{name}")
-        monkeypatch.setattr(wrappers, "extension", runtime.module)
+        monkeypatch.setattr(wrappers, "extension", lambda kind=None, device=None: runtime.module())
         monkeypatch.setattr(wrappers, "current_stream", lambda t: 0)
     monkeypatch.setattr(torch.cuda, "device", lambda d: contextlib.nullcontext())

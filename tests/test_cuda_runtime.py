@@ -260,7 +260,7 @@ def test_vq_wrapper_puts_the_search_on_tensor_cores(launches, monkeypatch, dtype
 
     from mcc_fast.cuda import vq as cuda_vq
 
-    monkeypatch.setattr(cuda_vq, "extension", runtime.module)
+    monkeypatch.setattr(cuda_vq, "extension", lambda kind=None, device=None: runtime.module())
     monkeypatch.setattr(cuda_vq, "current_stream", lambda t: 0)
     monkeypatch.setattr(torch.cuda, "device", lambda d: contextlib.nullcontext())
     z, cb = torch.zeros(10, 8, dtype=dtype), torch.zeros(16, 8, dtype=dtype)
@@ -408,6 +408,80 @@ def test_a_compiled_module_that_runs_on_the_gpu_is_used(monkeypatch):
         assert mcuda.extension_error("compiled") is None
     finally:
         _clear_probe_cache()
+
+
+class _CompiledForOneDevice(_CompiledWithoutImage):
+    """Kernels with an image for cuda:0 only (e.g. an sm_90 and an sm_80 GPU in one machine);
+    records the device each probe ran on."""
+
+    def __init__(self):
+        self.current, self.probed = 0, []
+
+    def kernel_image_error(self):
+        self.probed.append(self.current)
+        return None if self.current == 0 else super().kernel_image_error()
+
+
+def _pretend_two_gpus(monkeypatch, compiled):
+    import contextlib
+
+    @contextlib.contextmanager
+    def device(d):
+        before, compiled.current = compiled.current, int(d)
+        try:
+            yield
+        finally:
+            compiled.current = before
+
+    _pretend_gpu(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "device", device)
+    monkeypatch.setattr(mcuda, "_compiled", lambda: (compiled, None))
+    monkeypatch.setattr(mcuda, "_nvrtc", lambda: (type("Nvrtc", (), {"runtime": "nvrtc"})(), None))
+
+
+def test_the_probe_asks_the_tensors_gpu_not_the_current_one(monkeypatch):
+    """Tensors on cuda:1 while cuda:0 is current: the backend must check that the kernels run on
+    cuda:1 (and make no CUDA context on cuda:0), in the dispatch and in the wrappers."""
+    import mcc_fast._dispatch as dispatch
+
+    compiled = _CompiledForOneDevice()
+    _pretend_two_gpus(monkeypatch, compiled)
+    monkeypatch.setattr(dispatch, "_device_of", lambda tensors: torch.device("cuda", 1))
+    try:
+        assert dispatch.resolve_backend(None, torch.zeros(1), op="t") == "cuda"
+        assert compiled.probed == [1]
+        assert "NVRTC" in dispatch.cuda_status(torch.device("cuda", 1)).reason
+        assert mcuda.runtime_name(device=torch.device("cuda", 1)) == "nvrtc"
+        assert mcuda.extension(device="cuda:0") is compiled
+        assert mcuda.extension() is compiled  # the current device, cuda:0
+    finally:
+        _clear_probe_cache()
+
+
+@pytest.mark.parametrize("family, call", [
+    ("warp", lambda m, t: m.grid_sample_forward(t, t, 0, 0, False)),
+    ("warp", lambda m, t: m.warp_forward(t, t, None, False)),
+    ("dense_motion", lambda m, t: m.keypoint_heatmaps(t, 2, 2, 0.01, torch.float32)),
+])
+def test_the_wrappers_load_the_kernels_for_their_tensors_device(monkeypatch, family, call):
+    import importlib
+
+    wrappers = importlib.import_module(f"mcc_fast.cuda.{family}")
+    asked = []
+
+    def extension(kind=None, device=None):
+        asked.append(device)
+        raise _Stop
+
+    monkeypatch.setattr(wrappers, "extension", extension)
+    tensor = type("OnGpu1", (), {"device": torch.device("cuda", 1)})()
+    with pytest.raises(_Stop):
+        call(wrappers, tensor)
+    assert asked == [torch.device("cuda", 1)]
+
+
+class _Stop(Exception):
+    pass
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")

@@ -85,7 +85,7 @@ def test_auto_backend_sends_forward_mode_ad_to_torch(monkeypatch):
     import mcc_fast._dispatch as dispatch
 
     ok = dispatch.BackendStatus("x", True, "test")
-    monkeypatch.setattr(dispatch, "cuda_status", lambda: ok)
+    monkeypatch.setattr(dispatch, "cuda_status", lambda device=None: ok)
     monkeypatch.setattr(dispatch, "_device_of", lambda tensors: torch.device("cuda"))
     t = torch.randn(3)
     assert resolve_backend(None, t, op="t") == "cuda"
@@ -112,7 +112,7 @@ def test_auto_backend_sends_torch_func_gradient_transforms_to_torch(monkeypatch)
     import mcc_fast._dispatch as dispatch
 
     ok = dispatch.BackendStatus("x", True, "test")
-    monkeypatch.setattr(dispatch, "cuda_status", lambda: ok)
+    monkeypatch.setattr(dispatch, "cuda_status", lambda device=None: ok)
     monkeypatch.setattr(dispatch, "_device_of", lambda tensors: torch.device("cuda"))
     chosen = []
 

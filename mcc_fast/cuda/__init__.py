@@ -63,10 +63,21 @@ def _image_error(module, device: int) -> str | None:
             f"built for {module.architectures}; rebuild with MCC_FAST_CUDA_ARCH, see the README): {err}")
 
 
-def _compiled_on_device():
-    """_compiled(), and when a GPU is visible, whether its kernels run on the current device:
-    an architecture missing from the build or a driver too old for its runtime would otherwise
-    fail at the first launch instead of falling back."""
+def _cuda_index(device) -> int | None:
+    """The index of a CUDA `device` (torch.device, "cuda:N" or int); None for None or a non-CUDA device."""
+    if device is None or isinstance(device, int):
+        return device
+    import torch
+
+    device = torch.device(device)
+    return device.index if device.type == "cuda" else None
+
+
+def _compiled_on_device(device=None):
+    """_compiled(), and when a GPU is visible, whether its kernels run on `device` (the tensors'
+    CUDA device; None: the current one): an architecture missing from the build or a driver too
+    old for its runtime would otherwise fail at the first launch instead of falling back. Only
+    `device` is probed (no CUDA context is made on another GPU)."""
     module, err = _compiled()
     if module is None or not hasattr(module, "kernel_image_error"):
         return module, err
@@ -74,16 +85,17 @@ def _compiled_on_device():
 
     if not torch.cuda.is_available():
         return module, None
-    err = _image_error(module, torch.cuda.current_device())
+    index = _cuda_index(device)
+    err = _image_error(module, torch.cuda.current_device() if index is None else index)
     return (None, err) if err else (module, None)
 
 
-def _load(kind: str):
+def _load(kind: str, device=None):
     if kind == "compiled":
-        return _compiled_on_device()
+        return _compiled_on_device(device)
     if kind == "nvrtc":
         return _nvrtc()
-    module, err = _compiled_on_device()
+    module, err = _compiled_on_device(device)
     if module is not None:
         return module, None
     fallback, err2 = _nvrtc()
@@ -92,22 +104,24 @@ def _load(kind: str):
     return None, f"{err}; and {err2}"
 
 
-def extension_error(kind: str | None = None) -> str | None:
-    """None when the kernels can be loaded (`kind`: a RUNTIMES name, default the requested one), else why not."""
-    return _load(kind or requested_runtime())[1]
+def extension_error(kind: str | None = None, device=None) -> str | None:
+    """None when the kernels can be loaded (`kind`: a RUNTIMES name, default the requested one)
+    and run on `device` (a CUDA device; None: the current one), else why not."""
+    return _load(kind or requested_runtime(), device)[1]
 
 
-def extension(kind: str | None = None):
-    """The kernel module (compiled, or run-time compiled); RuntimeError naming the reason when unavailable."""
-    module, err = _load(kind or requested_runtime())
+def extension(kind: str | None = None, device=None):
+    """The kernel module (compiled, or run-time compiled) for tensors on `device` (None: the
+    current CUDA device); RuntimeError naming the reason when unavailable."""
+    module, err = _load(kind or requested_runtime(), device)
     if module is None:
         raise RuntimeError(f"mcc_fast cuda backend unavailable: {err}")
     return module
 
 
-def runtime_name(kind: str | None = None) -> str | None:
-    """"compiled" or "nvrtc": which one `extension(kind)` returns (None when neither loads)."""
-    module, _ = _load(kind or requested_runtime())
+def runtime_name(kind: str | None = None, device=None) -> str | None:
+    """"compiled" or "nvrtc": which one `extension(kind, device)` returns (None when neither loads)."""
+    module, _ = _load(kind or requested_runtime(), device)
     if module is None:
         return None
     return getattr(module, "runtime", "compiled")

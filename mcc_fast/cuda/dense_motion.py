@@ -26,7 +26,7 @@ def _num_blocks(ext, h: int, w: int) -> int:
 
 def keypoint_heatmaps(kp: torch.Tensor, h: int, w: int, variance: float, dtype: torch.dtype) -> torch.Tensor:
     """kp: contiguous float32 (B, K, 2). Returns contiguous (B, K, h, w) in `dtype`."""
-    ext = extension()
+    ext = extension(device=kp.device)
     bs, num_kp = kp.shape[:2]
     out = torch.empty(bs, num_kp, h, w, dtype=dtype, device=kp.device)
     with torch.cuda.device(kp.device):
@@ -38,7 +38,7 @@ def keypoint_heatmaps(kp: torch.Tensor, h: int, w: int, variance: float, dtype: 
 def sparse_motions(kp_s: torch.Tensor, kp_d: torch.Tensor, jac_s: torch.Tensor | None, jac_d: torch.Tensor | None,
                    h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
     """Returns contiguous (B, K+1, h, w, 2) in `dtype`: identity, then T_k(z)."""
-    ext = extension()
+    ext = extension(device=kp_s.device)
     bs, num_kp = kp_s.shape[:2]
     out = torch.empty(bs, num_kp + 1, h, w, 2, dtype=dtype, device=kp_s.device)
     js, jd, has_jac = _jac(kp_s, jac_s, jac_d)
@@ -52,7 +52,7 @@ def dense_motion_input_forward(source: torch.Tensor, kp_s: torch.Tensor, kp_d: t
                                jac_s: torch.Tensor | None, jac_d: torch.Tensor | None,
                                align_corners: bool, variance: float) -> torch.Tensor:
     """Returns contiguous (B, (K+1)*(C+1), H, W) in source's dtype."""
-    ext = extension()
+    ext = extension(device=source.device)
     bs, channels, h, w = source.shape
     num_kp = kp_s.shape[1]
     out = torch.empty(bs, (num_kp + 1) * (channels + 1), h, w, dtype=source.dtype, device=source.device)
@@ -70,7 +70,7 @@ def dense_motion_input_backward(grad: torch.Tensor, source: torch.Tensor, kp_s: 
                                 variance: float, need_source_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """grad: contiguous, source's dtype. Returns (float32 source gradient or an empty tensor,
     float32 keypoint gradients (B, K, 12) = [kp_s, kp_d, J_s, J_d])."""
-    ext = extension()
+    ext = extension(device=grad.device)
     bs, channels, h, w = source.shape
     num_kp = kp_s.shape[1]
     nb = _num_blocks(ext, h, w)
@@ -89,7 +89,7 @@ def dense_motion_input_backward(grad: torch.Tensor, source: torch.Tensor, kp_s: 
 def compose_flow_forward(logits: torch.Tensor, kp_s: torch.Tensor, kp_d: torch.Tensor,
                          jac_s: torch.Tensor | None, jac_d: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (flow float32 (B, H, W, 2), log-sum-exp float32 (B, H, W)), contiguous."""
-    ext = extension()
+    ext = extension(device=logits.device)
     bs, groups, h, w = logits.shape
     flow = torch.empty(bs, h, w, 2, dtype=torch.float32, device=logits.device)
     lse = torch.empty(bs, h, w, dtype=torch.float32, device=logits.device)
@@ -107,7 +107,7 @@ def compose_flow_backward(grad: torch.Tensor, logits: torch.Tensor, flow: torch.
                           jac_d: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """grad, flow: contiguous float32 (B, H, W, 2). Returns (logit gradient like `logits`,
     float32 keypoint gradients (B, K, 12))."""
-    ext = extension()
+    ext = extension(device=grad.device)
     bs, groups, h, w = logits.shape
     nb = _num_blocks(ext, h, w)
     dlogits = torch.empty_like(logits)

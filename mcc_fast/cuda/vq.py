@@ -48,7 +48,7 @@ def _seg_lists(segments: Sequence[Segment]):
 def search(segments: Sequence[Segment], codebook: torch.Tensor, *, fused: bool, beta: float = 0.25,
            precision: str = "tf32") -> ForwardResult:
     """Up to 4 searches in one launch (plus |e|^2 and finalize). All tensors CUDA, one dtype."""
-    ext = extension()
+    ext = extension(device=codebook.device)
     if not 1 <= len(segments) <= MAX_SEGMENTS:
         raise ValueError(f"between 1 and {MAX_SEGMENTS} segments per launch, got {len(segments)}")
     device, dtype = codebook.device, codebook.dtype
@@ -95,7 +95,7 @@ def backward(segments: Sequence[Segment], codebook: torch.Tensor, indices: torch
              grad_zq: Sequence[torch.Tensor | None], grad_loss: torch.Tensor | None, beta: float,
              *, deterministic: bool, need_codebook_grad: bool = True):
     """Same contract as kernels.vq_codebook_grad.backward."""
-    ext = extension()
+    ext = extension(device=codebook.device)
     device, dtype = codebook.device, segments[0].z.dtype
     code = dtype_code(codebook, "codebook")
     k, d = codebook.shape

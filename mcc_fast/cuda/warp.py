@@ -104,7 +104,7 @@ def _backward(ext, grad_out, x, coords, occ, g, need_x, need_flow, need_occ, det
 
 def resize_backward(g_hi: torch.Tensor, size: tuple[int, int], align: bool) -> torch.Tensor:
     """Adjoint of the bilinear resize (h, w) -> (H, W): (B, H, W, K) fp32 -> (B, h, w, K) fp32."""
-    ext = extension()
+    ext = extension(device=g_hi.device)
     b, hh, ww, k = g_hi.shape
     h, w = size
     cur = g_hi.contiguous()
@@ -131,7 +131,7 @@ def resize_backward(g_hi: torch.Tensor, size: tuple[int, int], align: bool) -> t
 
 def grid_sample_forward(x: torch.Tensor, grid: torch.Tensor, mode: int, padding: int, align: bool) -> torch.Tensor:
     """x (N, C, H, W), grid (N, Ho, Wo, 2) fp32 -> (N, C, Ho, Wo) in x.dtype and layout."""
-    ext = extension()
+    ext = extension(device=x.device)
     n, c = x.shape[:2]
     ho, wo = grid.shape[1], grid.shape[2]
     out = torch.empty((n, c, ho, wo), dtype=x.dtype, device=x.device, memory_format=_out_format(x))
@@ -143,7 +143,7 @@ def grid_sample_forward(x: torch.Tensor, grid: torch.Tensor, mode: int, padding:
 
 def grid_sample_backward(grad_out, x, grid, mode, padding, align, need_x, need_grid, deterministic):
     """Returns (grad_x in x.dtype | None, grad_grid fp32 (N, Ho, Wo, 2) | None)."""
-    ext = extension()
+    ext = extension(device=grad_out.device)
     n, ho, wo = grid.shape[0], grid.shape[1], grid.shape[2]
     if not (need_x or need_grid):
         return None, None
@@ -155,7 +155,7 @@ def grid_sample_backward(grad_out, x, grid, mode, padding, align, need_x, need_g
 
 def warp_forward(x: torch.Tensor, flow: torch.Tensor, occ: torch.Tensor | None, align: bool) -> torch.Tensor:
     """x (B, C, H, W); flow (B, h, w, 2) fp32; occ (B, 1, h', w') fp32 or None -> (B, C, H, W)."""
-    ext = extension()
+    ext = extension(device=x.device)
     h, w = x.shape[2], x.shape[3]
     out = torch.empty_like(x, memory_format=_out_format(x))
     if out.numel() == 0:
@@ -166,7 +166,7 @@ def warp_forward(x: torch.Tensor, flow: torch.Tensor, occ: torch.Tensor | None, 
 
 def warp_backward(grad_out, x, flow, occ, align, need_x, need_flow, need_occ, deterministic):
     """Returns (grad_x | None, grad_flow fp32 (B, h, w, 2) | None, grad_occ fp32 (B, 1, h', w') | None)."""
-    ext = extension()
+    ext = extension(device=grad_out.device)
     b, h, w = x.shape[0], x.shape[2], x.shape[3]
     need_occ = need_occ and occ is not None
     if not (need_x or need_flow or need_occ):
@@ -182,7 +182,7 @@ def warp_backward(grad_out, x, flow, occ, align, need_x, need_flow, need_occ, de
 
 def warp_many_forward(x: torch.Tensor, flows: torch.Tensor, align: bool) -> torch.Tensor:
     """x (B, C, H, W); flows (B, M, h, w, 2) fp32 -> (B, M, C, h, w) contiguous, x.dtype."""
-    ext = extension()
+    ext = extension(device=x.device)
     b, c = x.shape[:2]
     m, ho, wo = flows.shape[1], flows.shape[2], flows.shape[3]
     out = torch.empty((b, m, c, ho, wo), dtype=x.dtype, device=x.device)
@@ -194,7 +194,7 @@ def warp_many_forward(x: torch.Tensor, flows: torch.Tensor, align: bool) -> torc
 
 def warp_many_backward(grad_out, x, flows, align, need_x, need_flow, deterministic):
     """Returns (grad_x | None, grad_flows fp32 (B, M, h, w, 2) | None)."""
-    ext = extension()
+    ext = extension(device=grad_out.device)
     b, m, ho, wo = flows.shape[:4]
     if not (need_x or need_flow):
         return None, None
