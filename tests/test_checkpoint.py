@@ -255,3 +255,21 @@ def test_saving_a_model_twice_gives_the_same_bytes(small_model, tmp_path):
     first = save_model(small_model, tmp_path / "one.safetensors").read_bytes()
     second = save_model(small_model, tmp_path / "two.safetensors").read_bytes()
     assert first == second
+
+
+def test_weight_files_are_written_without_a_second_copy_of_the_weights():
+    """safetensors_chunks hands out the tensor bytes as a view of safetensors' own buffer."""
+    import tracemalloc
+
+    from mcc_fast.io.safetensors_bytes import safetensors_chunks
+
+    tensors = {"w": torch.zeros(4 * 2**20 // 4)}  # 4 MiB
+    tracemalloc.start()
+    try:
+        head, body = safetensors_chunks(tensors, {"b": "2", "a": "1"})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(body, memoryview) and body.nbytes == 4 * 2**20
+    assert peak < 1.5 * 4 * 2**20, peak  # one copy (safetensors'), not two or three
+    assert b'"__metadata__":{"a":"1","b":"2"}' in head

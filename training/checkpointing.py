@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from mcc_fast.io.safetensors_bytes import safetensors_bytes
+from mcc_fast.io.safetensors_bytes import safetensors_chunks
 from mcc_fast.model.checkpoint import (
     WEIGHTS_NAME,
     CheckpointError,
@@ -121,10 +121,12 @@ class _ModelView(nn.Module):
 
 # ---- low-level file helpers -------------------------------------------------------------------
 
-def _write_file(path: Path, data: bytes) -> None:
-    """Write `data` to `path` and fsync it (inside a temporary checkpoint folder)."""
+def _write_file(path: Path, data) -> None:
+    """Write `data` (bytes-like, or bytes-like chunks one after the other) to `path` and fsync it
+    (inside a temporary checkpoint folder)."""
     with open(path, "wb") as f:
-        f.write(data)
+        for chunk in (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data:
+            f.write(chunk)
         f.flush()
         os.fsync(f.fileno())
 
@@ -154,8 +156,8 @@ def _tensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
-def _safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
-    return safetensors_bytes(_tensors(state), metadata)
+def _safetensors_chunks(state: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> tuple[bytes, memoryview]:
+    return safetensors_chunks(_tensors(state), metadata)
 
 
 def _read_safetensors(path: Path, part: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
@@ -194,9 +196,9 @@ def save_checkpoint(root: str | os.PathLike, step: int, *, config: ModelConfig, 
     try:
         config_json = config.to_json()
         save_model(_ModelView(config, motion_estimator, generator_ema), tmp / WEIGHTS_NAME)
-        _write_file(tmp / GENERATOR_NAME, _safetensors_bytes(
+        _write_file(tmp / GENERATOR_NAME, _safetensors_chunks(
             generator.state_dict(), {"format": TRAINING_FORMAT, "part": "generator", "config": config_json}))
-        _write_file(tmp / DISCRIMINATOR_NAME, _safetensors_bytes(
+        _write_file(tmp / DISCRIMINATOR_NAME, _safetensors_chunks(
             discriminator.state_dict(), {"format": TRAINING_FORMAT, "part": "discriminator",
                                          "config": json.dumps(discriminator_config or {})}))
         files = {}

@@ -68,15 +68,18 @@ def temporary_sibling(path: Path) -> Path:
     return path.parent / f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{path.suffix}"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder, fsync and rename.
-    The file gets the usual permissions (0666 less the umask), like any file the user writes."""
+def atomic_write_bytes(path: Path, data) -> None:
+    """Write `data` (bytes-like, or a sequence of bytes-like chunks written one after the other)
+    to `path` via a temporary file in the same folder, fsync and rename. The file gets the usual
+    permissions (0666 less the umask), like any file the user writes."""
     path = real_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
+    chunks = (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data
     try:
         with open(tmp, "xb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

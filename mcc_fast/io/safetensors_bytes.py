@@ -12,27 +12,36 @@ from collections.abc import Mapping
 
 import torch
 
-__all__ = ["safetensors_bytes"]
+__all__ = ["safetensors_bytes", "safetensors_chunks"]
 
 _HEADER_SIZE_BYTES = 8  # a little-endian u64: the JSON header's length
 
 
-def safetensors_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
+def safetensors_chunks(tensors: Mapping[str, torch.Tensor],
+                       metadata: Mapping[str, str] | None = None) -> tuple[bytes, memoryview]:
     """The safetensors file of ``tensors`` (name -> CPU contiguous tensor) and ``metadata``
-    (str -> str), identical for identical inputs."""
+    (str -> str), identical for identical inputs, as (size + header, tensor bytes): written one
+    after the other, without joining them (no second copy of the weights in memory)."""
     from safetensors.torch import save
 
-    return _sorted_metadata(save(dict(tensors), metadata=None if metadata is None else dict(metadata)))
+    data = save(dict(tensors), metadata=None if metadata is None else dict(metadata))
+    end = _HEADER_SIZE_BYTES + int.from_bytes(data[:_HEADER_SIZE_BYTES], "little")
+    return _sorted_metadata(data[:end]), memoryview(data)[end:]
 
 
-def _sorted_metadata(data: bytes) -> bytes:
-    size = int.from_bytes(data[:_HEADER_SIZE_BYTES], "little")
-    end = _HEADER_SIZE_BYTES + size
-    header = json.loads(data[_HEADER_SIZE_BYTES:end])
+def safetensors_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
+    """:func:`safetensors_chunks` joined into one bytes object."""
+    return b"".join(safetensors_chunks(tensors, metadata))
+
+
+def _sorted_metadata(head: bytes) -> bytes:
+    """The size field and header `head` with the ``__metadata__`` map sorted, same length."""
+    size = len(head) - _HEADER_SIZE_BYTES
+    header = json.loads(head[_HEADER_SIZE_BYTES:])
     if "__metadata__" not in header:
-        return data
+        return head
     header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     if len(text) > size:  # never expected (same content, reordered); keep what safetensors wrote
-        return data
-    return data[:_HEADER_SIZE_BYTES] + text + b" " * (size - len(text)) + data[end:]
+        return head
+    return head[:_HEADER_SIZE_BYTES] + text + b" " * (size - len(text))

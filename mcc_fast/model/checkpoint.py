@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..io.atomic import atomic_write_bytes
-from ..io.safetensors_bytes import safetensors_bytes
+from ..io.safetensors_bytes import safetensors_chunks
 from .config import ModelConfig
 from .generator.keys import convert_generator_state_dict
 from .motion.keys import convert_motion_estimator_state_dict
@@ -225,7 +225,7 @@ def save_model(model, path: str | Path, *, dtype: torch.dtype | str | None = Non
         tensors[name] = t.contiguous()
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "mcc_fast_version": __version__,
             "config": model.config.to_json()}
-    atomic_write_bytes(target, safetensors_bytes(tensors, meta))
+    atomic_write_bytes(target, safetensors_chunks(tensors, meta))
     return target
 
 
