@@ -65,6 +65,14 @@ def test_resuming_an_older_checkpoint_moves_the_later_ones_aside(data_root, tmp_
     assert len(aside) == 1 and sorted(os.listdir(aside[0])) == ["step_00000004", "step_00000006"]
     assert str(aside[0]) in (run / "train.log").read_text()
     assert latest_checkpoint(root) == result.checkpoint
+    abandoned = aside[0] / "step_00000004"  # changing one's mind: that branch goes on in another folder
+    with pytest.raises(ConfigError, match=r"abandoned branch of this run.*--out NEW_RUN --resume"):
+        Trainer(tiny_config(data_root, *settings), run, resume=abandoned)
+    with pytest.raises(ConfigError, match="abandoned branch"):  # and --overwrite would not delete this branch
+        Trainer(tiny_config(data_root, *settings), run, resume=abandoned, overwrite=True)
+    assert names(root) == ["step_00000003"] and sorted(os.listdir(aside[0])) == ["step_00000004", "step_00000006"]
+    moved = Trainer(tiny_config(data_root, *settings), tmp_path / "branch", resume=abandoned)
+    moved.close()
 
 
 def test_resume_of_a_run_folder_says_which_folder_to_pass(data_root, tmp_path):

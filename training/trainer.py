@@ -455,6 +455,12 @@ class Trainer:
             return
         if not existing:
             return
+        if resume_path is not None and resume_path.resolve().parent.parent == root.resolve() \
+                and resume_path.parent.name.startswith("abandoned-"):
+            raise ConfigError(
+                f"--resume {resume_path}: a checkpoint of an abandoned branch of this run (moved aside when an "
+                f"earlier step was resumed); {root} now holds the other branch. Continue it in another folder: "
+                f"--out NEW_RUN --resume {resume_path}")
         if not overwrite:
             names = ", ".join(p.name for p in existing[-3:])
             raise ConfigError(
