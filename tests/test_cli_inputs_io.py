@@ -105,26 +105,34 @@ def test_exif_orientation_is_applied(tmp_path):
         assert to_image_tensor(img).shape == (1, 3, 64, 96)
 
 
-def _clip(path, rotation=None, pts=None, size=(32, 64)):
+def _encode(path, images, pts=None, rotation=None, options=None):
+    """H.264 of uint8 (H, W, 3) `images` at 25 fps into `path` (frame pts `pts`, a display
+    `rotation`, muxer `options`)."""
     import av
 
-    h, w = size
-    out = av.open(str(path), "w")
+    h, w = images[0].shape[:2]
+    out = av.open(str(path), "w", options=options or {})
     stream = out.add_stream("libx264", rate=25)
     stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
     if rotation is not None:
         stream.set_display_rotation(rotation)
-    for i, t in enumerate(pts if pts is not None else range(5)):
-        image = np.zeros((h, w, 3), np.uint8)
-        image[:, :10] = 255  # a bright left band as stored
+    for i, image in enumerate(images):
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts = t
+        if pts is not None:
+            frame.pts = pts[i]
         for packet in stream.encode(frame):
             out.mux(packet)
     for packet in stream.encode(None):
         out.mux(packet)
     out.close()
     return path
+
+
+def _clip(path, rotation=None, pts=None, size=(32, 64)):
+    image = np.zeros((*size, 3), np.uint8)
+    image[:, :10] = 255  # a bright left band as stored
+    pts = list(pts if pts is not None else range(5))
+    return _encode(path, [image] * len(pts), pts, rotation)
 
 
 @pytest.mark.parametrize("rotation, band", [(90, "bottom"), (-90, "top"), (180, "right")])
@@ -159,21 +167,9 @@ def test_variable_rate_matroska_reports_its_average_rate(tmp_path):
 
 def _faststart_clip(path, frames=20):
     """An mp4 with its index at the front (as web downloads are), random content (no tiny packets)."""
-    import av
-
     rng = np.random.default_rng(0)
-    out = av.open(str(path), "w", options={"movflags": "faststart"})
-    stream = out.add_stream("libx264", rate=25)
-    stream.width = stream.height = 64
-    stream.pix_fmt = "yuv420p"
-    for _ in range(frames):
-        frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), format="rgb24")
-        for packet in stream.encode(frame):
-            out.mux(packet)
-    for packet in stream.encode(None):
-        out.mux(packet)
-    out.close()
-    return path
+    images = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(frames)]
+    return _encode(path, images, options={"movflags": "faststart"})
 
 
 def test_a_truncated_download_is_not_silently_shorter(tmp_path):
