@@ -32,6 +32,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from mcc_fast.io.atomic import write_chunks
 from mcc_fast.io.safetensors_bytes import safetensors_chunks
 from mcc_fast.model.checkpoint import (
     WEIGHTS_NAME,
@@ -125,8 +126,7 @@ def _write_file(path: Path, data) -> None:
     """Write `data` (bytes-like, or bytes-like chunks one after the other) to `path` and fsync it
     (inside a temporary checkpoint folder)."""
     with open(path, "wb") as f:
-        for chunk in (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data:
-            f.write(chunk)
+        write_chunks(f, data)
         f.flush()
         os.fsync(f.fileno())
 

@@ -548,10 +548,7 @@ class Trainer:
         changed, so an unchanged config resumes bitwise exactly. Logs what changed."""
         o = self.config.optim
         current = self.config.to_dict()["optim"]
-        try:
-            saved = (yaml.safe_load(saved_yaml) or {}).get("optim") if saved_yaml else None
-        except (yaml.YAMLError, AttributeError):
-            saved = None
+        saved = (_saved_config(saved_yaml) or {}).get("optim")
         if not isinstance(saved, dict):
             changed = set(current)
             self.monitor.info(f"resume: {source} has no readable saved config; applying the config's optim settings")

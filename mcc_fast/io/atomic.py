@@ -68,6 +68,13 @@ def temporary_sibling(path: Path) -> Path:
     return path.parent / f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{path.suffix}"
 
 
+def write_chunks(handle, data) -> None:
+    """Write `data` (bytes-like, or a sequence of bytes-like chunks, one after the other) to the
+    open binary file `handle`."""
+    for chunk in (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data:
+        handle.write(chunk)
+
+
 def atomic_write_bytes(path: Path, data) -> None:
     """Write `data` (bytes-like, or a sequence of bytes-like chunks written one after the other)
     to `path` via a temporary file in the same folder, fsync and rename. The file gets the usual
@@ -75,11 +82,9 @@ def atomic_write_bytes(path: Path, data) -> None:
     path = real_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
-    chunks = (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data
     try:
         with open(tmp, "xb") as f:
-            for chunk in chunks:
-                f.write(chunk)
+            write_chunks(f, data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
