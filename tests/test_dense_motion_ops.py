@@ -147,6 +147,57 @@ def test_batch_16(backend):
     _close(flow, ref.compose_flow(logits, kp_s, kp_d, js, jd), 1e-5, "flow B=16")
 
 
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b.values[0] == "cuda"])
+def test_cuda_launches_batches_past_the_grid_limit_in_chunks(backend, monkeypatch):
+    """The CUDA grid holds at most 65535 samples: larger batches run as several launches
+    (here the limit is lowered to 2 so that B = 5 is three launches: 2, 2, 1), forward and
+    backward, with a strided source and channels-last logits."""
+    _require(backend)
+    from mcc_fast.cuda import dense_motion as cuda_dense_motion
+
+    monkeypatch.setattr(cuda_dense_motion, "MAX_LAUNCH_BATCH", 2)
+    source, kp_s, kp_d, js, jd, logits = _problem(5, 3, 3, 5, 6, jac="far", seed=11)
+    inputs = [_to(t, grad=True) for t in (source, kp_s, kp_d, js, jd)]
+    inputs[0] = _to(source).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    lg = _to(logits).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2).requires_grad_(True)
+    gen = torch.Generator().manual_seed(12)
+
+    heat = keypoint_heatmaps(inputs[1], (5, 6), backend=backend)
+    _close(heat, ref.keypoint_heatmaps(kp_s, (5, 6)), 1e-5, "heatmaps B=5")
+    motions = sparse_motions(*inputs[1:], size=(5, 6), backend=backend)
+    _close(motions, ref.sparse_motions(kp_s, kp_d, js, jd, size=(5, 6)), 1e-5, "sparse motions B=5")
+
+    out = dense_motion_input(*inputs, backend=backend)
+    grad_out = torch.randn(out.shape, dtype=torch.float64, generator=gen)
+    grads = torch.autograd.grad(out, inputs, _to(grad_out))
+    expected_out, expected = _ref_grads(ref.dense_motion_input, (source, kp_s, kp_d, js, jd), grad_out)
+    _close(out, expected_out, 2e-5, "dense motion input B=5")
+    for name, g, exp in zip(["source", "kp_source", "kp_driving", "jac_source", "jac_driving"], grads, expected):
+        _close(g, exp, 2e-5, f"d {name} B=5")
+
+    flow = compose_flow(lg, *inputs[1:], backend=backend)
+    grad_flow = torch.randn(flow.shape, dtype=torch.float64, generator=gen)
+    grads = torch.autograd.grad(flow, [lg, *inputs[1:]], _to(grad_flow))
+    expected_flow, expected = _ref_grads(ref.compose_flow, (logits, kp_s, kp_d, js, jd), grad_flow)
+    _close(flow, expected_flow, 1e-5, "flow B=5")
+    for name, g, exp in zip(["mask_logits", "kp_source", "kp_driving", "jac_source", "jac_driving"], grads, expected):
+        _close(g, exp, 1e-5, f"flow d {name} B=5")
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_cuda_runs_a_batch_larger_than_the_grid_limit():
+    """B = 65537 samples (one pixel, one keypoint): two launches on a real GPU."""
+    _require("cuda")
+    kp = torch.rand(65537, 1, 2, device="cuda") * 2 - 1
+    heat = keypoint_heatmaps(kp, (1, 2), backend="cuda")
+    _close(heat, ref.keypoint_heatmaps(kp.double().cpu(), (1, 2)), 1e-5, "heatmaps B=65537")
+    logits = torch.randn(65537, 2, 1, 2, device="cuda")
+    flow = compose_flow(logits, kp, kp.flip(0), backend="cuda")
+    _close(flow, ref.compose_flow(logits.double().cpu(), kp.double().cpu(), kp.flip(0).double().cpu()), 1e-5,
+           "flow B=65537")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_strided_inputs(backend):
     """channels-last / sliced source and permuted mask logits give the contiguous result."""

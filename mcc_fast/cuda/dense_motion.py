@@ -12,11 +12,22 @@ import torch
 from . import extension
 from ._common import current_stream, dtype_code
 
+MAX_LAUNCH_BATCH = 65535  # grid.z (grid.y for compose_flow) limit: larger batches run in chunks of this many
+
 
 def _jac(kp_s, jac_s, jac_d) -> tuple[int, int, bool]:
     if jac_s is None:
         return kp_s.data_ptr(), kp_s.data_ptr(), False
     return jac_s.data_ptr(), jac_d.data_ptr(), True
+
+
+def _batch_chunks(bs: int) -> list[slice]:
+    """Slices of at most MAX_LAUNCH_BATCH batch rows covering range(bs) (one launch each)."""
+    return [slice(s, min(s + MAX_LAUNCH_BATCH, bs)) for s in range(0, bs, MAX_LAUNCH_BATCH)]
+
+
+def _rows(t: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    return None if t is None else t[rows]
 
 
 def _num_blocks(ext, h: int, w: int) -> int:
@@ -30,8 +41,9 @@ def keypoint_heatmaps(kp: torch.Tensor, h: int, w: int, variance: float, dtype: 
     bs, num_kp = kp.shape[:2]
     out = torch.empty(bs, num_kp, h, w, dtype=dtype, device=kp.device)
     with torch.cuda.device(kp.device):
-        ext.keypoint_heatmaps_forward(kp.data_ptr(), bs, num_kp, h, w, float(variance), dtype_code(out, "out"),
-                                      out.data_ptr(), current_stream(kp))
+        for b in _batch_chunks(bs):
+            ext.keypoint_heatmaps_forward(kp[b].data_ptr(), b.stop - b.start, num_kp, h, w, float(variance),
+                                          dtype_code(out, "out"), out[b].data_ptr(), current_stream(kp))
     return out
 
 
@@ -41,10 +53,11 @@ def sparse_motions(kp_s: torch.Tensor, kp_d: torch.Tensor, jac_s: torch.Tensor |
     ext = extension(device=kp_s.device)
     bs, num_kp = kp_s.shape[:2]
     out = torch.empty(bs, num_kp + 1, h, w, 2, dtype=dtype, device=kp_s.device)
-    js, jd, has_jac = _jac(kp_s, jac_s, jac_d)
     with torch.cuda.device(kp_s.device):
-        ext.sparse_motions_forward(kp_s.data_ptr(), kp_d.data_ptr(), js, jd, has_jac, bs, num_kp, h, w,
-                                   dtype_code(out, "out"), out.data_ptr(), current_stream(kp_s))
+        for b in _batch_chunks(bs):
+            js, jd, has_jac = _jac(kp_s[b], _rows(jac_s, b), _rows(jac_d, b))
+            ext.sparse_motions_forward(kp_s[b].data_ptr(), kp_d[b].data_ptr(), js, jd, has_jac, b.stop - b.start,
+                                       num_kp, h, w, dtype_code(out, "out"), out[b].data_ptr(), current_stream(kp_s))
     return out
 
 
@@ -56,12 +69,13 @@ def dense_motion_input_forward(source: torch.Tensor, kp_s: torch.Tensor, kp_d: t
     bs, channels, h, w = source.shape
     num_kp = kp_s.shape[1]
     out = torch.empty(bs, (num_kp + 1) * (channels + 1), h, w, dtype=source.dtype, device=source.device)
-    js, jd, has_jac = _jac(kp_s, jac_s, jac_d)
     with torch.cuda.device(source.device):
-        ext.dense_motion_input_forward(
-            source.data_ptr(), *source.stride(), bs, channels, h, w, dtype_code(source, "source"),
-            kp_s.data_ptr(), kp_d.data_ptr(), js, jd, has_jac, num_kp, bool(align_corners), float(variance),
-            out.data_ptr(), current_stream(source))
+        for b in _batch_chunks(bs):
+            js, jd, has_jac = _jac(kp_s[b], _rows(jac_s, b), _rows(jac_d, b))
+            ext.dense_motion_input_forward(
+                source[b].data_ptr(), *source.stride(), b.stop - b.start, channels, h, w,
+                dtype_code(source, "source"), kp_s[b].data_ptr(), kp_d[b].data_ptr(), js, jd, has_jac, num_kp,
+                bool(align_corners), float(variance), out[b].data_ptr(), current_stream(source))
     return out
 
 
@@ -77,12 +91,14 @@ def dense_motion_input_backward(grad: torch.Tensor, source: torch.Tensor, kp_s: 
     part = torch.empty(bs, num_kp, nb, 12, dtype=torch.float32, device=source.device)
     dsrc = (torch.zeros(bs, channels, h, w, dtype=torch.float32, device=source.device) if need_source_grad
             else torch.empty(0, dtype=torch.float32, device=source.device))
-    js, jd, has_jac = _jac(kp_s, jac_s, jac_d)
     with torch.cuda.device(source.device):
-        ext.dense_motion_input_backward(
-            grad.data_ptr(), source.data_ptr(), *source.stride(), bs, channels, h, w, dtype_code(source, "source"),
-            kp_s.data_ptr(), kp_d.data_ptr(), js, jd, has_jac, num_kp, bool(align_corners), float(variance),
-            dsrc.data_ptr() if need_source_grad else 0, part.data_ptr(), nb, current_stream(source))
+        for b in _batch_chunks(bs):
+            js, jd, has_jac = _jac(kp_s[b], _rows(jac_s, b), _rows(jac_d, b))
+            ext.dense_motion_input_backward(
+                grad[b].data_ptr(), source[b].data_ptr(), *source.stride(), b.stop - b.start, channels, h, w,
+                dtype_code(source, "source"), kp_s[b].data_ptr(), kp_d[b].data_ptr(), js, jd, has_jac, num_kp,
+                bool(align_corners), float(variance), dsrc[b].data_ptr() if need_source_grad else 0,
+                part[b].data_ptr(), nb, current_stream(source))
     return dsrc, part.sum(dim=2)
 
 
@@ -93,12 +109,13 @@ def compose_flow_forward(logits: torch.Tensor, kp_s: torch.Tensor, kp_d: torch.T
     bs, groups, h, w = logits.shape
     flow = torch.empty(bs, h, w, 2, dtype=torch.float32, device=logits.device)
     lse = torch.empty(bs, h, w, dtype=torch.float32, device=logits.device)
-    js, jd, has_jac = _jac(kp_s, jac_s, jac_d)
     with torch.cuda.device(logits.device):
-        ext.compose_flow_forward(
-            logits.data_ptr(), *logits.stride(), bs, groups, h, w, dtype_code(logits, "mask_logits"),
-            kp_s.data_ptr(), kp_d.data_ptr(), js, jd, has_jac, flow.data_ptr(), lse.data_ptr(),
-            current_stream(logits))
+        for b in _batch_chunks(bs):
+            js, jd, has_jac = _jac(kp_s[b], _rows(jac_s, b), _rows(jac_d, b))
+            ext.compose_flow_forward(
+                logits[b].data_ptr(), *logits.stride(), b.stop - b.start, groups, h, w,
+                dtype_code(logits, "mask_logits"), kp_s[b].data_ptr(), kp_d[b].data_ptr(), js, jd, has_jac,
+                flow[b].data_ptr(), lse[b].data_ptr(), current_stream(logits))
     return flow, lse
 
 
@@ -112,10 +129,12 @@ def compose_flow_backward(grad: torch.Tensor, logits: torch.Tensor, flow: torch.
     nb = _num_blocks(ext, h, w)
     dlogits = torch.empty_like(logits)
     part = torch.empty(bs, groups - 1, nb, 12, dtype=torch.float32, device=logits.device)
-    js, jd, has_jac = _jac(kp_s, jac_s, jac_d)
     with torch.cuda.device(logits.device):
-        ext.compose_flow_backward(
-            grad.data_ptr(), logits.data_ptr(), *logits.stride(), dlogits.data_ptr(), *dlogits.stride(),
-            bs, groups, h, w, dtype_code(logits, "mask_logits"), flow.data_ptr(), lse.data_ptr(),
-            kp_s.data_ptr(), kp_d.data_ptr(), js, jd, has_jac, part.data_ptr(), nb, current_stream(logits))
+        for b in _batch_chunks(bs):
+            js, jd, has_jac = _jac(kp_s[b], _rows(jac_s, b), _rows(jac_d, b))
+            ext.compose_flow_backward(
+                grad[b].data_ptr(), logits[b].data_ptr(), *logits.stride(), dlogits[b].data_ptr(),
+                *dlogits.stride(), b.stop - b.start, groups, h, w, dtype_code(logits, "mask_logits"),
+                flow[b].data_ptr(), lse[b].data_ptr(), kp_s[b].data_ptr(), kp_d[b].data_ptr(), js, jd, has_jac,
+                part[b].data_ptr(), nb, current_stream(logits))
     return dlogits, part.sum(dim=2)
