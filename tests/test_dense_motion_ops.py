@@ -187,12 +187,12 @@ def test_cuda_launches_batches_past_the_grid_limit_in_chunks(backend, monkeypatc
 @pytest.mark.gpu
 @needs_gpu
 def test_cuda_runs_a_batch_larger_than_the_grid_limit():
-    """B = 65537 samples (one pixel, one keypoint): two launches on a real GPU."""
+    """B = 65537 samples (2x2 pixels, one keypoint): two launches on a real GPU."""
     _require("cuda")
     kp = torch.rand(65537, 1, 2, device="cuda") * 2 - 1
-    heat = keypoint_heatmaps(kp, (1, 2), backend="cuda")
-    _close(heat, ref.keypoint_heatmaps(kp.double().cpu(), (1, 2)), 1e-5, "heatmaps B=65537")
-    logits = torch.randn(65537, 2, 1, 2, device="cuda")
+    heat = keypoint_heatmaps(kp, (2, 2), backend="cuda")
+    _close(heat, ref.keypoint_heatmaps(kp.double().cpu(), (2, 2)), 1e-5, "heatmaps B=65537")
+    logits = torch.randn(65537, 2, 2, 2, device="cuda")
     flow = compose_flow(logits, kp, kp.flip(0), backend="cuda")
     _close(flow, ref.compose_flow(logits.double().cpu(), kp.double().cpu(), kp.flip(0).double().cpu()), 1e-5,
            "flow B=65537")
@@ -485,6 +485,10 @@ def test_bad_inputs_are_clear_errors():
         compose_flow(logits.numpy(), kp_s, kp_d, js, jd)
     with pytest.raises(ValueError, match="size"):
         keypoint_heatmaps(kp_s, (1, 5))
+    with pytest.raises(ValueError, match="kp must hold at least one keypoint"):
+        keypoint_heatmaps(kp_s[:, :0], (4, 5))
+    with pytest.raises(ValueError, match="kp_source must hold at least one keypoint"):
+        sparse_motions(kp_s[:, :0], kp_d[:, :0], size=(4, 5))
     with pytest.raises(ValueError, match="variance"):
         keypoint_heatmaps(kp_s, (4, 5), variance=0.0)
     with pytest.raises(ValueError, match="variance"):

@@ -342,12 +342,14 @@ def keypoint_heatmaps(kp: torch.Tensor, size: Sequence[int], variance: float = 0
                       backend: str | None = None) -> torch.Tensor:
     """Unnormalised Gaussians exp(-0.5 |z - kp|^2 / variance) on the (H, W) coordinate grid.
 
-    kp: (B, K, 2) float (x, y) in [-1, 1]; size: (H, W), each >= 2. Returns (B, K, H, W) in
+    kp: (B, K, 2) float (x, y) in [-1, 1], K >= 1; size: (H, W), each >= 2. Returns (B, K, H, W) in
     kp's dtype (computed in float32 by the kernels). Differentiable w.r.t. kp.
     """
     check_tensor(kp, "kp", ndim=3)
     if kp.shape[-1] != 2:
         raise ValueError(f"kp must have shape (B, K, 2), got {tuple(kp.shape)}")
+    if kp.shape[1] < 1:
+        raise ValueError(f"kp must hold at least one keypoint, got shape {tuple(kp.shape)}")
     h, w = _check_size(size)
     variance = _check_variance(variance)
     chosen = _resolve(backend, {"kp": kp}, "keypoint_heatmaps")
