@@ -486,10 +486,9 @@ class Trainer:
         self.monitor.info(f"moved {len(moving)} checkpoint(s) after the resumed step "
                           f"({', '.join(p.name for p in moving)}) of an abandoned branch to {aside}")
 
-    def _check_architecture(self, ckpt: Checkpoint) -> None:
+    def _check_architecture(self, ckpt: Checkpoint, saved: dict | None) -> None:
         """CheckpointError naming the `model.*` / `discriminator.*` keys (or, without a readable
-        saved config, the ModelConfig fields) in which the checkpoint's run differs from this one."""
-        saved = _saved_config(ckpt.state.get("config"))
+        saved config `saved`, the ModelConfig fields) in which the checkpoint's run differs from this one."""
         current = self.config.to_dict()
         changes = _section_changes(saved, current, "discriminator")
         if ckpt.config != self.model_config:
@@ -506,15 +505,16 @@ class Trainer:
                                   "with (its run folder's config.yaml)")
 
     def _restore(self, ckpt: Checkpoint) -> None:
-        self._check_architecture(ckpt)
+        saved = _saved_config(ckpt.state.get("config"))  # the checkpoint's training config, parsed once
+        self._check_architecture(ckpt, saved)
         self._load_weights(ckpt.weights, str(ckpt.path))
         state = ckpt.state
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         for name, sched in self.schedulers.items():
             sched.load_state_dict(state["schedulers"][name])
-        self._apply_optim_settings(state.get("config"), ckpt.path)
-        self._log_other_changes(state.get("config"))
+        self._apply_optim_settings(saved, ckpt.path)
+        self._log_other_changes(saved)
         for name, scaler in self.scalers.items():
             if state["scalers"].get(name):
                 scaler.load_state_dict(state["scalers"][name])
@@ -526,10 +526,10 @@ class Trainer:
             _set_rng_state(rng[self.ctx.rank])
         self.monitor.info(f"resumed from {ckpt.path} at step {self.step}")
 
-    def _log_other_changes(self, saved_yaml: str | None) -> None:
+    def _log_other_changes(self, saved: dict | None) -> None:
         """Log the seed / data / train / loss settings that differ from the checkpoint's config
-        (they apply from the resumed step on; a changed seed or loss is not an exact continuation)."""
-        saved, current = _saved_config(saved_yaml), self.config.to_dict()
+        `saved` (they apply from the resumed step on; a changed seed or loss is not an exact continuation)."""
+        current = self.config.to_dict()
         if saved is None:
             return
         changes = [f"seed {saved.get('seed')!r} -> {current['seed']!r}"] if saved.get("seed") != current["seed"] else []
@@ -541,14 +541,14 @@ class Trainer:
             self.monitor.info("resume: settings changed versus the checkpoint's config (they apply from here on): "
                               + "; ".join(changes))
 
-    def _apply_optim_settings(self, saved_yaml: str | None, source: Path) -> None:
+    def _apply_optim_settings(self, saved_config: dict | None, source: Path) -> None:
         """After loading the optimiser and scheduler states: the config's lr, betas, weight
         decay, milestones and gamma replace the checkpoint's; the lr is recomputed (as a fresh
         run with this schedule would have it at this step) only when lr, milestones or gamma
         changed, so an unchanged config resumes bitwise exactly. Logs what changed."""
         o = self.config.optim
         current = self.config.to_dict()["optim"]
-        saved = (_saved_config(saved_yaml) or {}).get("optim")
+        saved = (saved_config or {}).get("optim")
         if not isinstance(saved, dict):
             changed = set(current)
             self.monitor.info(f"resume: {source} has no readable saved config; applying the config's optim settings")
