@@ -269,6 +269,24 @@ def test_stale_and_foreign_caches_are_refused():
         model.fast(channels_last=False).render_frame(cache, driving)
 
 
+def test_cache_keeps_its_own_copy_of_the_source_at_full_dense_motion_resolution():
+    """dm_scale_factor 1 (no downsample): the cached dense-motion input must not be the caller's tensor."""
+    import dataclasses
+
+    small = ModelConfig.small(32)
+    config = ModelConfig(motion=dataclasses.replace(small.motion, dm_scale_factor=1.0, kp_scale_factor=1.0),
+                         generator=dataclasses.replace(small.generator, channel_multipliers=(1, 2)))
+    torch.manual_seed(8)
+    model = mcc_fast.Model(config).eval()
+    assert model.motion_estimator.dense_motion_net.downsample is None, "precondition"
+    fast = model.fast()
+    first, second, driving = _images(1, 32, seed=24), _images(1, 32, seed=25), _images(2, 32, seed=26)
+    buffer = first.clone()  # one input buffer refilled with each new source
+    cache = fast.prepare_source(buffer)
+    buffer.copy_(second)
+    assert (fast.render_frame(cache, driving) - _reference_frames(model, first, driving)).abs().max() <= 1e-4
+
+
 # ---- all tokens masked ------------------------------------------------------------------------
 
 def _out_of_frame_motion(model, batch: int = 2):

@@ -123,16 +123,20 @@ class FastModel:
 
         Computes the source keypoints/jacobians, the dense-motion input's downsampled source
         and the generator's per-scale encoder features, once. A batch-1 cache serves any
-        driving batch size.
+        driving batch size. The cache shares no memory with `source` (refilling the caller's
+        buffer with the next source leaves it unchanged).
         """
         self._check_images(source, "source")
         self._sync()
         model = self.model
         keypoints = self.renderer.detector(source)
         downsample = model.motion_estimator.dense_motion_net.downsample
-        small = source if downsample is None else downsample(source.to(downsample.kernel.dtype))
+        if downsample is None:  # a copy: the cache must not follow later edits of the caller's tensor
+            small = source.to(torch.float32, copy=True)
+        else:
+            small = downsample(source.to(downsample.kernel.dtype)).float()
         features = tuple(self.encoder(source))
-        return SourceCache(keypoints=keypoints, small_source=small.float(), features=features,
+        return SourceCache(keypoints=keypoints, small_source=small, features=features,
                            generation=self.generation, owner=self.runtime.id, weights_version=self.weights_version)
 
     # ---- per-frame work --------------------------------------------------------------------
