@@ -144,6 +144,18 @@ def test_train_mode_and_grad_mode_left_alone(model, face, clip):
 
 # ---- resizing and cropping -----------------------------------------------------------------------
 
+@pytest.mark.parametrize("fast", [False, True])
+def test_source_tensor_is_read_when_animate_is_called(model, face, clip, fast):
+    """The source is taken at call time: refilling the caller's tensor before the frames are read changes nothing."""
+    source = to_tensor(face)
+    expected = torch.stack(list(model.animate(source.clone(), clip, batch_size=2, output="tensor", fast=fast,
+                                              side_by_side=True)))
+    buffer = source.clone()
+    frames = model.animate(buffer, clip, batch_size=2, output="tensor", fast=fast, side_by_side=True)
+    buffer.copy_(-source)
+    assert torch.equal(torch.stack(list(frames)), expected)
+
+
 def test_resize_note_strict_and_crop(model, face, clip):
     big = np.zeros((80, 100, 3), np.uint8)
     big[8:72, 20:84] = face

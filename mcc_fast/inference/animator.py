@@ -105,7 +105,8 @@ def _driving_batches(driving: Any, batch_size: int, prepare: Callable[[Any], tor
     return _group_frames(iter(driving), batch_size, prepare)
 
 
-def _group_frames(frames: Iterator[Any], batch_size: int, prepare: Callable[[Any], torch.Tensor]) -> Iterator[torch.Tensor]:
+def _group_frames(frames: Iterator[Any], batch_size: int,
+                  prepare: Callable[[Any], torch.Tensor]) -> Iterator[torch.Tensor]:
     """Prepared batches of `batch_size` items of `frames`; ValueError when there are none."""
     group: list = []
     any_frames = False
@@ -165,7 +166,8 @@ def animate(model: "Model", source: Any, driving: Any, *, relative: bool = True,
     this is called; driving frames as they are read (an empty video raises ValueError on the
     first `next`; whether a crop box lies inside the frames is checked on the frames). The
     weights must not change while the iterator is consumed (the source, its keypoints and the
-    reference keypoints are computed at the start). Runs under no_grad, in eval mode.
+    reference keypoints are computed at the start; a source tensor is copied then, so editing it
+    later changes no frame). Runs under no_grad, in eval mode.
     """
     size_value = as_index(batch_size)
     if size_value is None or size_value < 1:
@@ -185,7 +187,8 @@ def animate(model: "Model", source: Any, driving: Any, *, relative: bool = True,
         raise ValueError(f"output must be one of {OUTPUT_TYPES}, got {output!r}")
     config = model.config
     if config.generator.image_channels != 3:
-        raise ValueError(f"animate needs an RGB model (image_channels 3), this one has {config.generator.image_channels}")
+        raise ValueError("animate needs an RGB model (image_channels 3), this one has "
+                         f"{config.generator.image_channels}")
     device, dtype = _model_placement(model)
     size = config.image_size
     note_once = _NoteOnce(note)
@@ -195,6 +198,8 @@ def animate(model: "Model", source: Any, driving: Any, *, relative: bool = True,
                               note=note_once)
 
     source_image = prepare(source, "source", source_crop)
+    if isinstance(source, torch.Tensor):  # may be a view of the caller's tensor: the frames use it lazily
+        source_image = source_image.clone()
     if source_image.shape[0] != 1:
         raise ValueError(f"source: animate takes one source image, got a batch of {source_image.shape[0]}")
     reference_image = None
