@@ -345,6 +345,11 @@ def test_bad_arguments_are_clear_errors(small_model):
         fast.render_frame(cache, kp_driving=Keypoints(torch.zeros(1, 3, 2), torch.zeros(1, 3, 2, 2)))
     with pytest.raises(TypeError, match="SourceCache"):
         fast.render_frame({"features": None}, _images(1))
+    k = small_model.config.motion.num_kp
+    with pytest.raises(TypeError, match="kp_driving.value must be a tensor"):
+        fast.render_frame(cache, kp_driving=Keypoints([[0.0, 0.0]] * k, torch.zeros(1, k, 2, 2)))
+    with pytest.raises(TypeError, match="kp_driving.jacobian a tensor or None"):
+        fast.render_frame(cache, kp_driving=Keypoints(torch.zeros(1, k, 2), [[1.0, 0.0], [0.0, 1.0]]))
 
 
 def test_bf16_runs_on_cpu_with_float32_geometry(small_model):

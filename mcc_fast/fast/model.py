@@ -244,6 +244,9 @@ class FastModel:
             raise TypeError(f"kp_driving must be a Keypoints, got {type(kp).__name__}")
         k = self.model.config.motion.num_kp
         value = kp.value
+        if not isinstance(value, torch.Tensor) or not (kp.jacobian is None or isinstance(kp.jacobian, torch.Tensor)):
+            raise TypeError(f"kp_driving.value must be a tensor and kp_driving.jacobian a tensor or None, got "
+                            f"{type(value).__name__} and {type(kp.jacobian).__name__}")
         if value.dim() != 3 or tuple(value.shape[1:]) != (k, 2):
             raise ValueError(f"kp_driving.value must have shape (n, {k}, 2), got {tuple(value.shape)}")
         if (kp.jacobian is None) != (cache.keypoints.jacobian is None):
@@ -251,8 +254,9 @@ class FastModel:
         if kp.jacobian is not None and tuple(kp.jacobian.shape) != (value.shape[0], k, 2, 2):
             raise ValueError(f"kp_driving.jacobian must have shape ({value.shape[0]}, {k}, 2, 2), "
                              f"got {tuple(kp.jacobian.shape)}")
-        if value.device != self.device:
-            raise ValueError(f"kp_driving is on {value.device} but the model is on {self.device}")
+        for tensor in (value, kp.jacobian):
+            if tensor is not None and tensor.device != self.device:
+                raise ValueError(f"kp_driving is on {tensor.device} but the model is on {self.device}")
         return Keypoints(value.float(), None if kp.jacobian is None else kp.jacobian.float())
 
 
