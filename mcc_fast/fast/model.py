@@ -17,8 +17,10 @@ The fast path reads the model's parameters through derived tensors that follow w
 updates: with `auto_refresh` (default) every call checks the parameters' objects, versions
 and storage (a few hundred attribute reads) and recomputes the derived tensors when they
 changed (also after `load_state_dict(assign=True)` or assigning new Parameters); `refresh()`
-does it explicitly. A SourceCache prepared before a weight update is refused (ValueError:
-call prepare_source again), as is one made by another FastModel.
+does it explicitly. Edits through `.data` (`p.data.mul_(...)`, `p.data.copy_(...)`: that
+tensor has its own version counter) and in-place edits of inference tensors are invisible to
+the check: call `refresh()` after them. A SourceCache prepared before a weight update is
+refused (ValueError: call prepare_source again), as is one made by another FastModel.
 
 Inputs: `fast(source, driving)` follows `model(source, driving)`'s rule (one batch size, the
 model's dtype; see mcc_fast.model.model.check_pair); `prepare_source`, `keypoints` and

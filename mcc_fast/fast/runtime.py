@@ -17,8 +17,9 @@ it can never go stale, and a refresh re-points it at the model's current paramet
 `Runtime.stale()` tells whether any reference parameter or buffer changed since the last
 refresh: the object in its module slot (`load_state_dict(assign=True)`, assigning a new
 nn.Parameter), its storage pointer or its in-place version counter (`optimizer.step()`,
-`load_state_dict`, `model.to(...)`). `weights_version` counts refreshes: values computed from
-the weights before (a SourceCache) are stale when it moved on.
+`load_state_dict`, `model.to(...)`); an in-place edit through `p.data` is not seen (`.data`
+has a version counter of its own: call refresh()). `weights_version` counts refreshes: values
+computed from the weights before (a SourceCache) are stale when it moved on.
 """
 from __future__ import annotations
 
