@@ -87,5 +87,8 @@ def test_use_fused_ops_switches_every_part_and_back():
     assert all(m.fused is None for m in parts)
     with pytest.raises(ValueError, match="backend must be None or one of"):
         model.use_fused_ops(backend="cudnn")
+    with pytest.raises(TypeError, match="enabled must be True or False.*backend='torch'"):
+        model.use_fused_ops("torch")  # the backend passed where the switch goes: not silently "auto"
+    assert all(m.fused is None for m in parts)
     # the switch is not part of the weights
     assert set(model.state_dict()) == set(_model().state_dict())

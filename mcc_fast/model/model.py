@@ -132,6 +132,9 @@ class Model(nn.Module):
         fused kernels (with autograd: training's fast path; see mcc_fast.model.fused), or, with
         enabled=False, on the op-for-op reference again. backend: the ops backend (None: the
         fastest for the inputs' device). Returns self."""
+        if not isinstance(enabled, bool):
+            hint = f" (for a backend pass backend={enabled!r})" if isinstance(enabled, str) else ""
+            raise TypeError(f"enabled must be True or False, got {enabled!r}{hint}")
         fused = FusedOps(backend) if enabled else None
         for module in self.modules():
             if isinstance(module, (Generator, DenseMotionNetwork, Codebook)):
