@@ -213,6 +213,11 @@ def test_bad_driving_and_options(model, face, clip, tmp_path):
             list(model.animate(face, empty))
     with pytest.raises(ValueError, match="driving: expected 3 \\(RGB\\) channels"):
         list(model.animate(face, [np.zeros((SIZE, SIZE, 1), np.uint8)]))
+    # a grey video (F, H, W) is read as one frame: the error names the shape that was passed
+    with pytest.raises(ValueError, match=r"driving: a 3-D input is one RGB frame .*got shape \(2, 64, 64\)"):
+        model.animate(face, np.zeros((2, SIZE, SIZE), np.uint8))
+    with pytest.raises(ValueError, match=r"driving: a 3-D input is one RGB frame .*got shape \(2, 64, 64\)"):
+        model.animate(face, torch.zeros(2, SIZE, SIZE))
     with pytest.raises(ValueError, match="driving: contains NaN"):
         list(model.animate(face, torch.full((2, 3, SIZE, SIZE), float("nan"))))
     with pytest.raises(ValueError, match="driving is on meta"):

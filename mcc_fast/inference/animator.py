@@ -89,6 +89,12 @@ def _driving_batches(driving: Any, batch_size: int, prepare: Callable[[Any], tor
         probe_video(driving, what="driving video")  # missing / unreadable / not a video: fail now
         return _group_frames(iter_video_frames(driving, what="driving video"), batch_size, prepare)
     if isinstance(driving, (np.ndarray, torch.Tensor)):
+        if driving.ndim == 3:  # one frame: (H, W, 3) array or (3, H, W) tensor
+            channels = driving.shape[-1] if isinstance(driving, np.ndarray) else driving.shape[0]
+            if channels != 3:
+                form = "(H, W, 3) uint8 array" if isinstance(driving, np.ndarray) else "(3, H, W) tensor"
+                raise ValueError(f"driving: a 3-D input is one RGB frame {form}, got shape {tuple(driving.shape)} "
+                                 "(a grey video? pass RGB frames: (F, H, W, 3) arrays, (F, 3, H, W) tensors)")
         frames = driving[None] if driving.ndim == 3 else driving
         if frames.ndim != 4:
             raise ValueError(f"driving: expected a video (F, H, W, 3) uint8 array / (F, 3, H, W) tensor or one frame, "
