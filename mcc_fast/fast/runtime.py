@@ -12,7 +12,8 @@ model's current parameters. `Runtime.refresh()` recomputes them all:
   captured graphs re-capture when it changes.
 
 A derived tensor that is just the parameter itself (no cast, no layout change) aliases it:
-it can never go stale, and a refresh re-points it at the model's current parameter.
+it can never go stale, and a refresh re-points it at the model's current parameter when that
+one's memory changed (a replaced Parameter; `generation` bumped), never after in-place updates.
 
 `Runtime.stale()` tells whether any reference parameter or buffer changed since the last
 refresh: the object in its module slot (`load_state_dict(assign=True)`, assigning a new
@@ -143,8 +144,8 @@ class Runtime:
             for entry in self._entries:
                 new = entry.compute().detach()
                 old = getattr(entry.owner, entry.name)
-                if new is old:
-                    continue
+                if new is old or (entry.aliases_source and _same_view(new, old)):
+                    continue  # (a fresh view of the same parameter memory: the old one reads it too)
                 same_layout = (new.shape == old.shape and new.dtype == old.dtype and new.device == old.device
                                and new.stride() == old.stride())
                 if same_layout and not entry.aliases_source:
@@ -186,6 +187,12 @@ class Runtime:
 
     def _aliases_source(self, value: torch.Tensor) -> bool:
         return value.untyped_storage().data_ptr() in self._source_storages
+
+
+def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """True when `a` and `b` view the same memory the same way (address, shape, strides, dtype)."""
+    return (a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+            and a.dtype == b.dtype and a.device == b.device)
 
 
 def _tensor_state(t: torch.Tensor | None) -> tuple | None:
