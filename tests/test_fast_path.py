@@ -427,6 +427,24 @@ def test_cuda_graph_replays_the_eager_fast_path(inputs):
 
 
 @pytest.mark.gpu
+def test_cuda_graph_bad_arguments_are_clear_errors():
+    fast = FastModel(_small_model().cuda())
+    cache = fast.prepare_source(_images(1).cuda())
+    with pytest.raises(TypeError, match="cache must be a SourceCache"):
+        fast.cuda_graph(object(), batch=2)
+    with pytest.raises(ValueError, match="batch must be a positive int"):
+        fast.cuda_graph(cache, batch=0)
+    with pytest.raises(ValueError, match="inputs must be one of"):
+        fast.cuda_graph(cache, batch=2, inputs="frames")
+    for warmup in (0, 2.5, True):
+        with pytest.raises(ValueError, match="warmup must be a positive int"):
+            fast.cuda_graph(cache, batch=2, warmup=warmup)
+    two = fast.prepare_source(_images(2).cuda())
+    with pytest.raises(ValueError, match="cache has batch 2"):
+        fast.cuda_graph(two, batch=3)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_on_cuda_against_the_fp32_reference(dtype):
     model = _official_model().cuda()

@@ -54,10 +54,12 @@ class GraphedRenderer:
             raise ValueError(f"inputs must be one of {INPUT_KINDS}, got {inputs!r}")
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch must be a positive int, got {batch!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+            raise ValueError(f"warmup must be a positive int (replays before capture), got {warmup!r}")
+        fast._check_cache(cache)
         if cache.batch_size not in (1, batch):
             raise ValueError(f"cache has batch {cache.batch_size}; a graph for batch {batch} needs a cache "
                              f"of 1 or {batch}")
-        fast._check_cache(cache)
         self.fast, self.batch, self.inputs, self.warmup = fast, batch, inputs, int(warmup)
         self.source = _clone_cache(cache)
         cfg = fast.model.config
