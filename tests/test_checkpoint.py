@@ -79,6 +79,14 @@ def test_fast_must_be_a_bool(tmp_path, small_model, fast):
     assert mcc_fast.Model.from_pretrained(path, device="cpu", fast=False).fast_path is False
 
 
+def test_fast_path_with_float64_is_refused_at_load(tmp_path, small_model):
+    path = small_model.save_pretrained(tmp_path / "m.safetensors")
+    with pytest.raises(ValueError, match="fast=True with dtype float64"):
+        mcc_fast.Model.from_pretrained(path, device="cpu", dtype=torch.float64, fast=True)
+    model = mcc_fast.Model.from_pretrained(path, device="cpu", dtype="fp64")
+    assert model.fast_path is False and next(model.parameters()).dtype == torch.float64
+
+
 # ---- training folders ---------------------------------------------------------------------------
 
 def _training_checkpoint(tmp_path, model):

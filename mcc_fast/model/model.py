@@ -217,8 +217,12 @@ class Model(nn.Module):
         model = model.to(device=device)
         if dtype is not None:
             model = model.to(dtype=dtype)
+        is_f64 = next(model.parameters()).dtype == torch.float64
+        if fast and is_f64:
+            raise ValueError("fast=True with dtype float64: the fast path computes in float32, bfloat16 or "
+                             "float16; load in one of those, or pass fast=False for the float64 reference path")
         if fast is None:  # float64 (precision checks) has no fast path
-            fast = device.type == "cuda" and next(model.parameters()).dtype != torch.float64
+            fast = device.type == "cuda" and not is_f64
         model.fast_path = fast
         return model.eval()
 
