@@ -244,3 +244,46 @@ def test_video_writer_reencodes_audio_and_refuses_empty(files, tmp_path):
         with video_io.VideoWriter(tmp_path / "none.mp4", 25):
             pass
     assert not (tmp_path / "none.mp4").exists() and leftovers(tmp_path) == []
+
+
+def write_clip_with_audio(path: Path, codec: str, sample_format: str, layout: str, rate: int = 48000) -> None:
+    """A 3-frame H.264 clip at 25 fps with a silent `codec` audio track (`layout` channels)."""
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = SIZE, SIZE, "yuv420p"
+        sound = container.add_stream(codec, rate=rate)
+        sound.layout = layout
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((SIZE, SIZE, 3), 60 * i, np.uint8), format="rgb24")
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode(None):
+            container.mux(packet)
+        channels, pts = len(av.AudioLayout(layout).channels), 0
+        while pts < rate * 3 // 25:
+            samples = np.zeros((1, 960 * channels), np.int16 if sample_format == "s16" else np.float32)
+            chunk = av.AudioFrame.from_ndarray(samples, format=sample_format, layout=layout)
+            chunk.sample_rate, chunk.pts = rate, pts
+            pts += 960
+            for packet in sound.encode(chunk):
+                container.mux(packet)
+        for packet in sound.encode(None):
+            container.mux(packet)
+
+
+@pytest.mark.parametrize("codec, sample_format, layout, output", [
+    ("pcm_s16le", "s16", "stereo", "out.mp4"),  # Matroska stores it as "2 channels": MP4 refuses to copy it
+    ("libopus", "flt", "mono", "out.mov"),  # in FFmpeg's MOV codec list, yet "opus only supported in MP4"
+])
+def test_video_writer_reencodes_audio_the_container_refuses(tmp_path, codec, sample_format, layout, output):
+    if codec not in av.codecs_available:
+        pytest.skip(f"this FFmpeg has no {codec} encoder")
+    source = tmp_path / "driving.mkv"
+    write_clip_with_audio(source, codec, sample_format, layout)
+    out = tmp_path / output
+    with video_io.VideoWriter(out, 25, audio_from=source) as writer:  # audio="auto": copy when it muxes
+        for frame in decoded_frames(source):
+            writer.write(frame)
+    assert writer.audio == "aac"
+    info = video_io.probe_video(out)
+    assert info.audio_codec == "aac" and len(decoded_frames(out)) == 3 and leftovers(tmp_path) == []

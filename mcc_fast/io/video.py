@@ -391,6 +391,51 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
 
 # ---- writing ---------------------------------------------------------------------------------
 
+#: Channel count -> FFmpeg's default layout of that many channels (the AAC encoder refuses the
+#: unnamed "N channels" layouts of, e.g., PCM tracks in Matroska).
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+def _named_layout(layout: Any) -> str:
+    """The name of an audio layout, or the default layout of its channel count when its channels
+    are unnamed (FFmpeg's "2 channels")."""
+    channels = list(layout.channels)
+    if channels and all(channel.name == "NONE" for channel in channels):
+        return _DEFAULT_LAYOUTS.get(len(channels), layout.name)
+    return layout.name
+
+
+def _template_stream(output: Any, stream: Any) -> Any:
+    """An output stream of `output` that copies the packets of the input `stream`."""
+    add = getattr(output, "add_stream_from_template", None)
+    return add(stream) if add is not None else output.add_stream(template=stream)
+
+
+def _copy_muxes(source: Path, format_name: str, packets: int = 8) -> bool:
+    """True when the first audio stream of `source` can be stream-copied into a `format_name`
+    container: a trial mux of its first `packets` packets into memory (header, packets, trailer)
+    succeeds. FFmpeg's codec lists accept some codecs its muxers then refuse (Opus in MOV,
+    unnamed-layout PCM in MP4), so the muxer itself is asked."""
+    import io
+
+    av = _av()
+    try:
+        with av.open(str(source), mode="r") as source_file:
+            stream = source_file.streams.audio[0]
+            with av.open(io.BytesIO(), mode="w", format=format_name) as trial:
+                copy = _template_stream(trial, stream)
+                for count, packet in enumerate(source_file.demux(stream)):
+                    if count >= packets:
+                        break
+                    if packet.dts is None and packet.pts is None:
+                        continue
+                    packet.stream = copy
+                    trial.mux(packet)
+        return True
+    except (av.error.FFmpegError, OSError, ValueError):
+        return False
+
+
 class _AudioTrack:
     """The first audio stream of a file, copied (or re-encoded to AAC) into an output
     container, released in time order so it interleaves with the video being written."""
@@ -404,15 +449,12 @@ class _AudioTrack:
         self._output = output
         self._in_stream = stream = self._input.streams.audio[0]
         self._time_base = stream.time_base
-        codec = stream.codec_context.name
-        supported = getattr(output, "supported_codecs", None)
-        self.mode = "copy" if mode == "copy" or (mode == "auto" and (supported is None or codec in supported)) else "aac"
+        self.mode = "copy" if mode == "copy" or (mode == "auto" and _copy_muxes(source, output.format.name)) else "aac"
         if self.mode == "copy":
-            add = getattr(output, "add_stream_from_template", None)
-            self._out_stream = add(stream) if add is not None else output.add_stream(template=stream)
+            self._out_stream = _template_stream(output, stream)
         else:
             self._out_stream = output.add_stream("aac", rate=stream.codec_context.sample_rate or 48000)
-            self._out_stream.layout = stream.codec_context.layout.name
+            self._out_stream.layout = _named_layout(stream.codec_context.layout)
         # The output's first video frame is at t = 0: shift the audio by the input video's start.
         self._shift = round(video_start / self._time_base) if video_start and self._time_base else 0
         self._packets = self._input.demux(stream)
