@@ -193,6 +193,9 @@ BAD_INPUTS = {
     "output is the driving video": (dict(output="clip", extra=["--overwrite"]), "is one of the inputs"),
     "bad crop": (dict(extra=["--crop", "1,2"]), "crop must be 'x,y,w,h'"),
     "crop outside the frame": (dict(extra=["--crop", "0,0,500,500"]), "driving crop"),
+    "empty crop box": (dict(extra=["--crop", "0,0,0,0"]), "error: --crop (x=0, y=0, w=0, h=0) needs"),
+    "bad source crop": (dict(extra=["--source-crop", "1,2"]), "error: --source-crop: crop must be"),
+    "empty source crop box": (dict(extra=["--source-crop", "3,3,0,5"]), "error: --source-crop (x=3"),
     "no demo model": (dict(checkpoint=None), "pass --checkpoint PATH"),
 }
 

@@ -100,6 +100,23 @@ def _check_output(output: Path, overwrite: bool, inputs: list[Path]) -> None:
         raise CommandError(f"--output {str(output)!r} exists; pass --overwrite to replace it")
 
 
+def _crop_option(text: str | None, option: str):
+    """The crop box of `option` ("x,y,w,h" pixels or "center"; None when not given), its form
+    checked before anything loads; CommandError naming `option` otherwise. Whether the box lies
+    inside the frames is checked on the first frame."""
+    from ..cli import CommandError
+    from ..inference.inputs import check_box_form, parse_crop
+
+    if text is None:
+        return None
+    try:
+        crop = parse_crop(text)
+        check_box_form(crop, option)
+    except ValueError as exc:
+        raise CommandError(f"{option}: {exc}" if not str(exc).startswith(option) else str(exc)) from None
+    return crop
+
+
 def _format_fps(fps) -> str:
     text = f"{float(fps):.3f}".rstrip("0").rstrip(".") + " fps"
     return text if fps.denominator == 1 else f"{text} ({fps.numerator}/{fps.denominator})"
@@ -108,15 +125,10 @@ def _format_fps(fps) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the command; user errors raise CommandError / ValueError / OSError (one line)."""
     from ..cli import CommandError
-    from ..inference.inputs import parse_crop
     from ..io.video import VideoReadError, VideoWriter, iter_video_frames, probe_video, read_image
 
     source, driving, output = Path(args.source), Path(args.driving), Path(args.output)
-    try:
-        crop = None if args.crop is None else parse_crop(args.crop)
-        source_crop = None if args.source_crop is None else parse_crop(args.source_crop)
-    except ValueError as exc:
-        raise CommandError(f"--crop/--source-crop: {exc}") from None
+    crop, source_crop = _crop_option(args.crop, "--crop"), _crop_option(args.source_crop, "--source-crop")
     _check_output(output, args.overwrite, [source, driving])
     device = _device(args.device)
     checkpoint = _checkpoint(args.checkpoint)
