@@ -230,3 +230,16 @@ def test_option_errors_name_the_option(setup, capsys, no_model, tmp_path):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert f"argument {option}: expected an integer >= 1" in err and "batch_size" not in err
+
+
+def test_no_computable_metric_exits_1_before_generating_anything(setup, capsys, monkeypatch, tmp_path):
+    from mcc_fast.commands import evaluate
+
+    generated = []
+    original = evaluate._generated
+    monkeypatch.setattr(evaluate, "_generated", lambda *a: generated.append(1) or original(*a))
+    out = tmp_path / "r.json"
+    assert _evaluate(setup, "--metrics", "lpips", "--output", str(out)) == 1  # no --weights-dir: lpips skipped
+    err = capsys.readouterr().err
+    assert "lpips skipped" in err and "none of the requested metrics could be computed" in err
+    assert generated == [] and not out.exists()  # no video was animated for nothing

@@ -300,7 +300,8 @@ def evaluate_sequences(
     ``metrics``: names from :data:`METRICS` (a list or "l1,psnr,..."). Networks load
     from ``weights_dir`` (see :data:`mcc_fast.evaluation.weights.WEIGHT_FILES`) unless
     given directly (``lpips_model``, ``fid_extractor``, ``*_detector/embedder/estimator``);
-    a metric whose weights are missing is skipped with one line naming the file.
+    a metric whose weights are missing is skipped with one line naming the file (when every
+    metric is skipped, no item is read or generated and the results list no video).
     ``fid_reference``: real set for FID, "ground_truth" frames or "source" images (the
     official code's choice, one copy per frame). ``identity_reference``: AED/CSIM against
     the "ground_truth" frame (same-identity) or the "source" image (cross-identity, as the
@@ -337,6 +338,8 @@ def evaluate_sequences(
     overrides = {"lpips": lpips_model, "fid": fid_extractor, "landmarks": landmark_detector,
                  "identity": identity_embedder, "head_pose": head_pose_estimator}
     backends = _Backends(names, weights_dir, device, overrides, log)
+    if not backends.active:  # every metric skipped: generating the videos would compute nothing
+        pairs_iter, total = (), 0
 
     totals = _Accumulator(backends.active)
     fid_real, fid_fake = GaussianStats(), GaussianStats()
