@@ -118,3 +118,12 @@ def test_a_run_refused_while_setting_up_leaves_no_run_folder(tmp_path, capsys):
                           "--random-vgg"])
     assert "train" in err and "does not exist" in err
     assert not out.exists()  # no empty train.log (nor a progress bar) from a run that never started
+
+
+def test_yaml_syntax_errors_are_one_line_with_the_position(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("optim:\n\tlr: 1e-4\n")  # a tab indent
+    err = _error(capsys, ["train", "--config", str(path)])
+    assert "broken.yaml" in err and "not valid YAML (line 2, column 1: found character '\\t'" in err
+    err = _error(capsys, ["train", "--config", "smoke", "--set", "optim.lr=[1"])
+    assert "--set 'optim.lr=[1': the value is not valid YAML (line 1, column 3: expected ','" in err

@@ -470,6 +470,18 @@ def _plain(value: Any) -> Any:
 
 # ---- loading and overrides -------------------------------------------------------------------
 
+def yaml_error_line(exc: yaml.YAMLError) -> str:
+    """A PyYAML error on one line: "line L, column C: <problem> (<context>)" (its own text is
+    several lines, with the offending line quoted and a caret under it)."""
+    problem = getattr(exc, "problem", None)
+    if not problem:
+        return " ".join(str(exc).split())
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = getattr(exc, "context", None)
+    return f"{where}{problem}" + (f" ({context})" if context else "")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """"optim.lr=1e-4" -> (["optim", "lr"], 1e-4): the value is read as YAML (lists, bools, null)."""
     if not isinstance(text, str) or "=" not in text:
@@ -481,7 +493,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML: {exc}") from None
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({yaml_error_line(exc)})") from None
     return path, value
 
 
@@ -542,7 +554,7 @@ def load_config(path: str | os.PathLike | None = None,
             raise ConfigError(f"--config {str(file)!r}: not a text (UTF-8) YAML file: byte {exc.start} "
                               f"cannot be decoded") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--config {str(file)!r}: not valid YAML: {exc}") from None
+            raise ConfigError(f"--config {str(file)!r}: not valid YAML ({yaml_error_line(exc)})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"--config {str(file)!r}: expected a mapping at the top level")
     return TrainConfig.from_dict(apply_overrides(data, overrides))
