@@ -322,3 +322,23 @@ def test_cli_odd_size_for_mp4_names_the_options(tmp_path, capsys):
     assert "--size must be even with --format mp4" in capsys.readouterr().err and not out.exists()
     assert main(["--out", str(out), "--videos", "1", "--frames", "2", "--size", "17", "--format", "png",
                  "--workers", "1", "--quiet"]) == 0  # png frames may be odd
+
+
+def test_overwrite_never_replaces_a_dataset_synth_did_not_write(tmp_path, capsys):
+    real = tmp_path / "vox"  # the user's own FOMM dataset: no synth.json
+    (real / "train" / "clip0").mkdir(parents=True)
+    (real / "train" / "clip0" / "00000.png").write_bytes(b"my frame")
+    (real / "test").mkdir()
+    before = _tree(real)
+    args = ["--out", str(real), "--videos", "2", "--frames", "2", "--size", "16", "--format", "png", "--quiet"]
+    assert main([*args, "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "not a synthetic dataset" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert _tree(real) == before and not list(real.glob(".*"))
+    (real / "synth.json").write_text('{"not": "ours"}')  # a synth.json of something else
+    assert main([*args, "--overwrite"]) == 2 and (real / "train" / "clip0" / "00000.png").read_bytes() == b"my frame"
+    (real / "synth.json").unlink()
+    ours = tmp_path / "ours"
+    assert main([*args[:1], str(ours), *args[2:]]) == 0
+    assert main([*args[:1], str(ours), *args[2:], "--seed", "5", "--overwrite"]) == 0  # its own: replaced
+    assert json.loads((ours / "synth.json").read_text())["seed"] == 5

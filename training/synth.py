@@ -677,7 +677,9 @@ def write_dataset(out: str | os.PathLike, videos: int = 200, frames: int = 64, s
     The output depends only on the arguments (not on ``workers``, the number of
     processes, 0 = one per core). ``fps`` must lie in :data:`FPS_RANGE`. The dataset is
     built in a hidden folder and moved into ``out`` only once complete: a failed run leaves
-    ``out`` as it was (with ``overwrite``, an older dataset is replaced only then).
+    ``out`` as it was (with ``overwrite``, an older dataset is replaced only then; only one
+    that ``write_dataset`` wrote, with its ``synth.json``: other train/ or test/ folders are
+    refused even with ``overwrite``).
     ``progress(done, total)`` is called after each video. ``head_motion`` scales the
     head-pose amplitudes (see :func:`sample_motion`).
     """
@@ -706,6 +708,10 @@ def write_dataset(out: str | os.PathLike, videos: int = 200, frames: int = 64, s
     if existing and not overwrite:
         raise FileExistsError(f"out {str(out)!r} already holds a dataset ({existing[0].name}); "
                               f"pass overwrite=True (--overwrite) to replace it")
+    if existing and not _is_synth_dataset(out):
+        raise FileExistsError(f"out {str(out)!r} holds {', '.join(p.name for p in existing)} but no synth.json of "
+                              "mcc-fast synth: not a synthetic dataset, so it is not replaced even with overwrite "
+                              "(choose another folder)")
     plan = _plan(videos, float(test_fraction), videos_per_identity)
     created = _missing_folders(Path(os.path.abspath(out)))
     stage = _staging_folder(out)
@@ -738,6 +744,16 @@ def write_dataset(out: str | os.PathLike, videos: int = 200, frames: int = 64, s
 
 
 _OWNED = ("train", "test", "meta", "synth.json")  # what a dataset is made of inside `out`
+
+
+def _is_synth_dataset(out: Path) -> bool:
+    """True when ``out/synth.json`` is the summary :func:`write_dataset` writes (only such a
+    dataset is replaced by ``overwrite``: a folder of the user's own videos never is)."""
+    try:
+        summary = json.loads((out / "synth.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and summary.get("generator") == "mcc_fast.training.synth"
 
 
 def _render_all(jobs: list[tuple], workers: int, progress: Callable[[int, int], None] | None) -> list[dict]:

@@ -69,7 +69,9 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                              "0 = a still head (default 1)")
     parser.add_argument("--workers", type=_int_at_least(0), default=0,
                         help="rendering processes, 0 = one per core; the output does not depend on it (default 0)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a dataset an earlier synth run wrote in --out (train/ or test/ without "
+                             "its synth.json, e.g. your own videos, is never replaced)")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
     return parser
 
