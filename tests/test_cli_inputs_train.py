@@ -127,3 +127,16 @@ def test_yaml_syntax_errors_are_one_line_with_the_position(tmp_path, capsys):
     assert "broken.yaml" in err and "not valid YAML (line 2, column 1: found character '\\t'" in err
     err = _error(capsys, ["train", "--config", "smoke", "--set", "optim.lr=[1"])
     assert "--set 'optim.lr=[1': the value is not valid YAML (line 1, column 3: expected ','" in err
+
+
+def test_data_warnings_are_notes_not_python_warnings(tmp_path, capsys):
+    data = tmp_path / "data"
+    for split in ("train", "test"):
+        (data / split).mkdir(parents=True)
+    (data / "train" / "clip.mp4").write_text("not a video")
+    argv = ["train", "--config", "smoke", "--data", str(data), "--random-vgg", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "mcc-fast train: note: skipping unreadable video" in err and "clip.mp4" in err
+    assert "Warning" not in err and ".py:" not in err  # no raw `warnings` output with the source line
+    assert err.strip().splitlines()[-1].startswith("mcc-fast train: error: ")
