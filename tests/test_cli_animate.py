@@ -218,6 +218,13 @@ def test_bad_inputs_one_line_error(case, files, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "out.mp4").exists() and leftovers(tmp_path) == []
 
 
+def test_output_ending_in_a_slash_is_refused(files, tmp_path, capsys):
+    assert run_cli("--source", files["face"], "--driving", files["clip"], "--output", f"{tmp_path}/out.mp4/",
+                   "--checkpoint", files["model"], "--quiet") == 2
+    assert "ends with a slash" in one_error_line(capsys.readouterr().err)
+    assert leftovers(tmp_path) == [] and not (tmp_path / "out.mp4").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
 def test_gpu_requested_without_one(files, tmp_path, capsys):
     assert run_cli("--source", files["face"], "--driving", files["clip"], "--output", tmp_path / "o.mp4",

@@ -13,6 +13,7 @@ unless --overwrite. Bad inputs print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -127,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import CommandError
     from ..io.video import VideoReadError, VideoWriter, iter_video_frames, probe_video, read_image
 
+    if args.output.endswith(("/", os.sep)):  # (Path() would drop the slash and write a file of that name)
+        raise CommandError(f"--output {args.output!r} ends with a slash (a folder); give a video file name")
     source, driving, output = Path(args.source), Path(args.driving), Path(args.output)
     crop, source_crop = _crop_option(args.crop, "--crop"), _crop_option(args.source_crop, "--source-crop")
     _check_output(output, args.overwrite, [source, driving])

@@ -257,7 +257,8 @@ def fit_to_size(images: torch.Tensor, size: int, *, name: str = "image", strict:
     aligned = "the model expects aligned face crops"
     if strict:
         raise ValueError(f"{name}: expected {size}x{size} images (strict), got {width}x{height} (width x height); "
-                         f"{aligned}: crop and resize it, or drop strict to resize it automatically")
+                         f"{aligned}: crop and resize it, or leave strict off (strict=False; no --strict on the "
+                         "command line) to resize it automatically")
     message = f"{name}: resized from {width}x{height} to {size}x{size} (width x height)"
     if height != width:
         message += f"; aspect ratio changed, use a crop box or 'center' crop ({aligned})"

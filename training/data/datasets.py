@@ -471,8 +471,8 @@ class FramePairDataset(Dataset):
                 "time_flip": time_flip,
             }
         raise RuntimeError(
-            f"item {index}: {self.max_attempts} videos in a row were unreadable in {str(self.videos.folder)!r} "
-            f"({self.num_unreadable} of {len(self.videos)} unreadable so far)"
+            f"item {index}: {self.max_attempts} draws in a row picked an unreadable video in "
+            f"{str(self.videos.folder)!r} ({self.num_unreadable} of its {len(self.videos)} videos unreadable so far)"
         )
 
 
