@@ -36,6 +36,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+DEVICE_HELP = "cuda, cuda:N or cpu (default: cuda when available, else cpu)"
+
+
+def device_option(text: str | None, option: str = "--device"):
+    """The torch.device a --device value names (None: CUDA when available, else CPU); a
+    CommandError naming `option` for a bad value or a GPU this machine does not have."""
+    from .devices import resolve_device
+
+    try:
+        return resolve_device(text, option)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def _available_commands() -> dict[str, tuple[str, str]]:
     out = {}
     for name, (module, help_text) in COMMANDS.items():

@@ -56,3 +56,13 @@ def test_demo_output_must_be_a_folder(tmp_path, small_demo_model, capsys, kind):
     err = capsys.readouterr().err
     assert "--output" in err and ("empty" if kind == "empty" else "existing file") in err and "Errno" not in err
     assert afile.read_text() == "mine"
+
+
+@pytest.mark.parametrize("device,expected", [
+    ("tpu", "--device must be 'cpu', 'cuda' or 'cuda:N'"),
+    pytest.param("cuda:0", "use --device cpu", marks=pytest.mark.skipif(torch.cuda.is_available(),
+                                                                        reason="checks the no-GPU error"))])
+def test_demo_bad_device_is_one_line(tmp_path, small_demo_model, capsys, device, expected):
+    assert main(["demo", "--output", str(tmp_path / "o"), "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and not (tmp_path / "o").exists()

@@ -243,3 +243,15 @@ def test_no_computable_metric_exits_1_before_generating_anything(setup, capsys, 
     err = capsys.readouterr().err
     assert "lpips skipped" in err and "none of the requested metrics could be computed" in err
     assert generated == [] and not out.exists()  # no video was animated for nothing
+
+
+@pytest.mark.parametrize("device,expected", [
+    ("tpu", "--device must be 'cpu', 'cuda' or 'cuda:N'"),
+    pytest.param("cuda:0", "use --device cpu", marks=pytest.mark.skipif(torch.cuda.is_available(),
+                                                                        reason="checks the no-GPU error"))])
+def test_bad_device_is_one_line(setup, tmp_path, capsys, device, expected):
+    root, data, ckpt = setup
+    rc = main(["evaluate", "--checkpoint", str(ckpt), "--data", str(data), "--metrics", "l1",
+               "--output", str(tmp_path / "r.json"), "--device", device])
+    err = capsys.readouterr().err
+    assert rc == 2 and expected in err and "Traceback" not in err and not (tmp_path / "r.json").exists()

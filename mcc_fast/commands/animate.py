@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 
 from ..assets import DEMO_MODEL, DEMO_MODEL_NOTE  # the model used when --checkpoint is not given
-from ..cli import positive_int
+from ..cli import DEVICE_HELP, device_option, positive_int
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 PROG = "mcc-fast animate"
@@ -45,8 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not scale the motion by the keypoint hull areas (relative motion)")
     parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="model precision (default fp32)")
     parser.add_argument("--batch", type=positive_int, default=8, metavar="N", help="frames per forward pass (default 8)")
-    parser.add_argument("--device", default=None, metavar="DEVICE",
-                        help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
+    parser.add_argument("--device", default=None, metavar="DEVICE", help=DEVICE_HELP)
     parser.add_argument("--crop", metavar="X,Y,W,H", default=None,
                         help="crop box of the face in the driving video (pixels), or 'center' (largest centred square)")
     parser.add_argument("--source-crop", metavar="X,Y,W,H", default=None,
@@ -58,16 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="refuse inputs that are not the model's size (after cropping) instead of resizing them")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _device(text: str | None):
-    from ..cli import CommandError
-    from ..devices import resolve_device
-
-    try:
-        return resolve_device(text, "--device")
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
 
 
 def _checkpoint(text: str | None) -> Path:
@@ -133,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     source, driving, output = Path(args.source), Path(args.driving), Path(args.output)
     crop, source_crop = _crop_option(args.crop, "--crop"), _crop_option(args.source_crop, "--source-crop")
     _check_output(output, args.overwrite, [source, driving])
-    device = _device(args.device)
+    device = device_option(args.device)
     checkpoint = _checkpoint(args.checkpoint)
     try:
         source_image = read_image(source, what="--source image")

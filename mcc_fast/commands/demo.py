@@ -12,12 +12,12 @@ import sys
 import time
 
 from ..assets import DEMO_DRIVING, DEMO_MODEL, DEMO_MODEL_NOTE, DEMO_SOURCE
+from ..cli import DEVICE_HELP, device_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="mcc_fast_demo", metavar="DIR", help="output folder (default ./mcc_fast_demo)")
-    parser.add_argument("--device", choices=("cuda", "cpu"), default=None,
-                        help="default: cuda when available, else cpu")
+    parser.add_argument("--device", default=None, metavar="DEVICE", help=DEVICE_HELP)
     parser.add_argument("--overwrite", action="store_true", help="replace files from an earlier demo run")
 
 
@@ -31,7 +31,6 @@ def contact_sheet(rows: list[list], every: int = 4):
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
 
     from ..cli import CommandError
     from ..io.paths import output_folder
@@ -41,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
     for path in (DEMO_MODEL, DEMO_SOURCE, DEMO_DRIVING):
         if not path.is_file():
             raise CommandError(f"the demo asset {path} is missing from this installation (reinstall mcc_fast)")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise CommandError("--device cuda was requested but no CUDA GPU is available")
+    device = device_option(args.device)
     out = output_folder(args.output, "--output")
     out.mkdir(parents=True, exist_ok=True)
     targets = [out / "out.mp4", out / "side_by_side.mp4", out / "contact_sheet.png"]
@@ -52,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"mcc-fast demo: {DEMO_MODEL_NOTE}", file=sys.stderr)
     started = time.perf_counter()
-    model = Model.from_pretrained(DEMO_MODEL, device=args.device)
+    model = Model.from_pretrained(DEMO_MODEL, device=device)
     source = read_image(DEMO_SOURCE)
     driving = list(iter_video_frames(DEMO_DRIVING))
     fps = probe_video(DEMO_DRIVING).fps

@@ -18,7 +18,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..cli import CommandError, positive_int
+from ..cli import DEVICE_HELP, CommandError, device_option, positive_int
 
 PROG = "mcc-fast evaluate"
 
@@ -49,8 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluate at most this many frames per video")
     parser.add_argument("--batch", type=positive_int, default=8, metavar="N",
                         help="frames per forward pass (default 8)")
-    parser.add_argument("--device", choices=("cuda", "cpu"), default=None,
-                        help="default: cuda when available, else cpu")
+    parser.add_argument("--device", default=None, metavar="DEVICE", help=DEVICE_HELP)
     parser.add_argument("--official-references", action="store_true",
                         help="FID and identity metrics against the source image, as the official code does")
 
@@ -245,14 +244,11 @@ def _cross_identity_items(model, dataset, pairs, names: dict[str, int], args):
 
 
 def _load_model(args):
-    import torch
-
     from ..model import Model
     from .animate import _checkpoint
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise CommandError("--device cuda was requested but no CUDA GPU is available")
-    return Model.from_pretrained(_checkpoint(args.checkpoint), device=args.device)
+    device = device_option(args.device)
+    return Model.from_pretrained(_checkpoint(args.checkpoint), device=device)
 
 
 def _video_names(folder: Path) -> dict[str, int]:
