@@ -456,6 +456,39 @@ def test_torch_compile_fullgraph_forward_and_backward(backend):
         _close(g, e, 1e-6, "compiled grad")
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_torch_compile_dynamic_keeps_the_resolution_symbolic(backend):
+    """dynamic=True: a new (H, W) reuses the graph (the size checks must not specialise H and W),
+    and torch.export with dynamic H and W succeeds and runs at another resolution."""
+    import torch._dynamo.testing
+
+    _require(backend)
+    counter = torch._dynamo.testing.CompileCounter()
+
+    def step(src, lg, a, b):
+        return dense_motion_input(src, a, b, backend=backend), compose_flow(lg, a, b, backend=backend)
+
+    compiled = torch.compile(step, fullgraph=True, dynamic=True, backend=counter)
+    for h, w in ((7, 9), (11, 10)):  # sizes that differ from every other dimension (no duck sizing)
+        source, kp_s, kp_d, _, _, logits = (_to(t) for t in _problem(3, 4, 6, h, w, jac=None, seed=12))
+        for got, want in zip(compiled(source, logits, kp_s, kp_d), step(source, logits, kp_s, kp_d)):
+            _close(got, want, 1e-6, f"compiled at {(h, w)}")
+    assert counter.frame_count == 1, f"recompiled for a new resolution ({counter.frame_count} graphs)"
+
+    class Step(torch.nn.Module):
+        def forward(self, src, lg, a, b):
+            return step(src, lg, a, b)
+
+    source, kp_s, kp_d, _, _, logits = (_to(t) for t in _problem(3, 4, 6, 7, 9, jac=None, seed=13))
+    hh, ww = torch.export.Dim("H", min=2), torch.export.Dim("W", min=2)
+    spatial = {2: hh, 3: ww}
+    exported = torch.export.export(Step(), (source, logits, kp_s, kp_d),
+                                   dynamic_shapes=(spatial, spatial, None, None))
+    source, kp_s, kp_d, _, _, logits = (_to(t) for t in _problem(3, 4, 6, 8, 5, jac=None, seed=14))
+    for got, want in zip(exported.module()(source, logits, kp_s, kp_d), step(source, logits, kp_s, kp_d)):
+        _close(got, want, 1e-6, "exported at (8, 5)")
+
+
 # ----------------------------------------------------------------------------- bad input
 def test_bad_inputs_are_clear_errors():
     source, kp_s, kp_d, js, jd, logits = (_to(t, device="cpu") for t in _problem(2, 3, 3, 6, 5))

@@ -31,9 +31,13 @@ def check_same_device(**tensors: torch.Tensor) -> None:
 
 def as_index(value):
     """`value` as a Python int (ints and integer scalars such as numpy.int64; not bools, floats
-    or tensors), else None: for the ops' integer arguments."""
+    or tensors), else None: for the ops' integer arguments. A torch.SymInt (a symbolic size under
+    torch.compile(dynamic=True) or torch.export) is returned as it is: operator.index would
+    specialise it to its current value, so every new size would recompile."""
     if isinstance(value, (bool, torch.Tensor)):
         return None
+    if isinstance(value, (int, torch.SymInt)):  # (under torch.compile a symbolic size passes as an int)
+        return value
     try:
         return operator.index(value)
     except TypeError:

@@ -67,7 +67,7 @@ def _check_pair(kp_source: torch.Tensor, kp_driving: torch.Tensor, jac_source, j
 
 def _check_size(size: Sequence[int]) -> tuple[int, int]:
     try:
-        h, w = (int(s) for s in size)
+        h, w = (s if isinstance(s, torch.SymInt) else int(s) for s in size)  # SymInt: no specialisation
     except (TypeError, ValueError):
         raise ValueError(f"size must be a pair (H, W) of ints, got {size!r}") from None
     if h < 2 or w < 2:
