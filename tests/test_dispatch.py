@@ -125,3 +125,17 @@ def test_auto_backend_sends_torch_func_gradient_transforms_to_torch(monkeypatch)
     torch.func.vmap(probe)(torch.randn(2, 3))  # vmap alone keeps the kernels
     assert chosen == ["torch", "torch", "cuda"]
     assert resolve_backend(None, torch.randn(3), op="t") == "cuda"
+
+
+def test_backend_choice_for_cuda_tensors_is_traceable_by_torch_compile(monkeypatch):
+    """An op on CUDA tensors under torch.compile(fullgraph=True) resolves its backend at trace time: the
+    availability probes (they import modules and query the driver) run eagerly, not traced."""
+    import mcc_fast._dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "_device_of", lambda tensors: torch.device("cuda"))  # the probes stay real
+
+    def step(t):
+        return t * len(resolve_backend(None, t, op="t"))
+
+    compiled = torch.compile(step, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(torch.ones(3)), step(torch.ones(3)))
