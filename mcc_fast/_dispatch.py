@@ -9,7 +9,9 @@ Forward-mode AD (`torch.func.jvp`, `torch.autograd.forward_ad`) and torch.func's
 transforms (`grad`, `vjp`, `jacrev`, `hessian`) run on the torch backend only: the kernels have
 no forward derivative (a custom op would silently drop the tangent) and their autograd formulas
 do not run under torch.func. With `backend=None` such calls run on torch; asking for a kernel
-backend in them is a NotImplementedError. `torch.func.vmap` alone runs on every backend.
+backend in them is a NotImplementedError. `torch.func.vmap` alone runs on every backend, for every
+op but `quantize` / `quantize_multiscale` (a NotImplementedError: they already take any leading
+dims, and their loss and statistics are over the whole batch).
 """
 from __future__ import annotations
 
@@ -109,9 +111,9 @@ def _carries_tangent(tensors) -> bool:
     return False
 
 
-def _differentiating_transform() -> bool:
-    """True inside a torch.func gradient transform (grad, vjp, jacrev, jvp, jacfwd, hessian): custom
-    ops registered with torch.library's autograd do not run under them."""
+def _active_transforms(*names: str) -> bool:
+    """True when a torch.func transform of one of the TransformType `names` ("Grad", "Jvp",
+    "Vmap", ...) is active, at any level."""
     if torch.compiler.is_compiling() or torch._C._functorch.maybe_current_level() is None:
         return False  # no torch.func transform is active (the common case: one cheap call)
     try:
@@ -119,7 +121,19 @@ def _differentiating_transform() -> bool:
         from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
     except ImportError:  # pragma: no cover - a torch without these internals
         return False
-    return any(i.key() in (TransformType.Grad, TransformType.Jvp) for i in retrieve_all_functorch_interpreters())
+    keys = {getattr(TransformType, name) for name in names}
+    return any(i.key() in keys for i in retrieve_all_functorch_interpreters())
+
+
+def _differentiating_transform() -> bool:
+    """True inside a torch.func gradient transform (grad, vjp, jacrev, jvp, jacfwd, hessian): custom
+    ops registered with torch.library's autograd do not run under them."""
+    return _active_transforms("Grad", "Jvp")
+
+
+def under_vmap() -> bool:
+    """True inside torch.func.vmap (any level)."""
+    return _active_transforms("Vmap")
 
 
 def _refuse_forward_ad(backend: str, op: str, tensors) -> None:

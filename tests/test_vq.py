@@ -529,6 +529,19 @@ def test_multiscale_bad_input():
         quantize_multiscale([], cb, [])
 
 
+@pytest.mark.parametrize("backend", [None, "torch", "triton"])
+def test_quantize_under_vmap_is_a_clear_error_and_nearest_code_maps(backend):
+    """quantize's loss and statistics are over the whole batch: under vmap it says so (it failed deep
+    in the reference or in the custom op's missing batching rule); nearest_code equals a loop."""
+    z, cb = _rand(3, 5, 8, seed=1), _rand(10, 8, seed=2)
+    with pytest.raises(NotImplementedError, match="quantize does not run under torch.func.vmap"):
+        torch.func.vmap(lambda t: quantize(t, cb, backend=backend).z_q)(z)
+    with pytest.raises(NotImplementedError, match="quantize_multiscale does not run under torch.func.vmap"):
+        torch.func.vmap(lambda t: quantize_multiscale([t], cb, [None], backend=backend)[0].z_q)(z)
+    idx, _ = torch.func.vmap(lambda t: nearest_code(t, cb, backend=backend))(z)
+    assert torch.equal(idx, torch.stack([nearest_code(t, cb, backend=backend)[0] for t in z]))
+
+
 # --------------------------------------------------------------------------- properties
 
 

@@ -62,7 +62,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .._dispatch import deterministic_requested, resolve_backend
+from .._dispatch import deterministic_requested, resolve_backend, under_vmap
 from ..reference import vq as reference
 from ..reference.vq import Quantized, VQStats
 from ._checks import as_index, check_same_device, check_tensor
@@ -294,6 +294,11 @@ def quantize_multiscale(zs: Sequence[torch.Tensor], codebook: torch.Tensor, num_
 
 
 def _quantize_many(zs, codebook, num_codes, starts, beta, deterministic, backend, precision, names):
+    if under_vmap():
+        op = "quantize" if names else "quantize_multiscale"
+        raise NotImplementedError(
+            f"{op} does not run under torch.func.vmap: call it on the whole batch (z (..., d) takes any leading "
+            "dims; the loss and statistics are over all of them), or loop over the batch")
     _check_codebook(codebook)
     zs, nums_in = _as_list(zs, "zs"), _as_list(num_codes, "num_codes")
     if not zs:
