@@ -7,11 +7,12 @@ Two launches:
 1. `_gn_stats_kernel`, grid (N, S, group blocks): the P pixels of a sample are split into S
    chunks; a program reduces its chunk for BLOCK_G groups to per-chunk (mean, M2) in fp32,
    tile by tile, combining tiles with Chan's parallel update (no sum/sum-of-squares
-   cancellation).
+   cancellation). The statistics are of x - K, K the group's first element (the shifted-data
+   algorithm): a constant group has mean and M2 exactly 0, and |mean| >> std costs no accuracy.
 2. `_gn_apply_kernel`, grid (N, pixel blocks, group blocks): each program first combines the
    S chunk statistics of its groups (Chan again; the biased variance GroupNorm uses), then
-   writes y = x * (gamma * rstd) + (beta - mean * gamma * rstd), times sigmoid(y) with SWISH,
-   in the output's dtype and layout (the same as x's).
+   writes y = (x - K) * (gamma * rstd) + (beta - mean * gamma * rstd), times sigmoid(y) with
+   SWISH, in the output's dtype and layout (the same as x's).
 
 Forward only: the op (mcc_fast.ops.group_norm_swish) runs the torch reference when a
 gradient is needed.
@@ -39,6 +40,8 @@ def _gn_stats_kernel(x_ptr, mean_ptr, m2_ptr, P, G, CG, S, CHUNK, sxn, sxc, sxp,
     channel = g[:, None] * CG + j[None, :]  # (BLOCK_G, BLOCK_CG)
     cmask = (g[:, None] < G) & (j[None, :] < CG)
     base = x_ptr + n.to(tl.int64) * sxn
+    gmask = g < G
+    pivot = tl.load(base + g * CG * sxc, mask=gmask, other=0.0).to(tl.float32)  # K: pixel 0, channel 0
     p_start = s * CHUNK
     p_end = tl.minimum(p_start + CHUNK, P)
     offs = tl.arange(0, BLOCK_P)
@@ -50,7 +53,7 @@ def _gn_stats_kernel(x_ptr, mean_ptr, m2_ptr, P, G, CG, S, CHUNK, sxn, sxc, sxp,
         pmask = p < p_end
         mask = pmask[:, None, None] & cmask[None, :, :]
         ptrs = base + p[:, None, None] * sxp + channel[None, :, :] * sxc
-        v = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+        v = tl.where(mask, tl.load(ptrs, mask=mask, other=0.0).to(tl.float32) - pivot[None, :, None], 0.0)
         count = tl.sum(pmask.to(tl.float32), axis=0) * CG
         tile_mean = tl.sum(tl.sum(v, axis=2), axis=0) / count
         d = tl.where(mask, v - tile_mean[None, :, None], 0.0)
@@ -58,10 +61,10 @@ def _gn_stats_kernel(x_ptr, mean_ptr, m2_ptr, P, G, CG, S, CHUNK, sxn, sxc, sxp,
         total = run_count + count
         delta = tile_mean - run_mean
         run_mean = run_mean + delta * (count / total)
-        run_m2 = run_m2 + tile_m2 + delta * delta * (run_count * count / total)
+        # delta * (delta * w): w is 0 for the first tile, and a huge delta^2 times 0 would be NaN
+        run_m2 = run_m2 + tile_m2 + delta * (delta * (run_count * count / total))
         run_count = total
     out = (n * G + g) * S + s
-    gmask = g < G
     tl.store(mean_ptr + out, run_mean, mask=gmask)
     tl.store(m2_ptr + out, run_m2, mask=gmask)
 
@@ -85,10 +88,12 @@ def _gn_apply_kernel(x_ptr, y_ptr, w_ptr, b_ptr, mean_ptr, m2_ptr, P, G, CG, S, 
     part_mean = tl.load(mean_ptr + part, mask=smask2, other=0.0)
     part_m2 = tl.load(m2_ptr + part, mask=smask2, other=0.0)
     total = tl.sum(chunk_count, axis=0)
-    mean = tl.sum(part_mean * chunk_count[None, :], axis=1) / total
+    share = chunk_count / total
+    mean = tl.sum(part_mean * share[None, :], axis=1)  # of x - K
     d = part_mean - mean[:, None]
-    m2 = tl.sum(part_m2 + tl.where(smask2, d * d * chunk_count[None, :], 0.0), axis=1)
+    m2 = tl.sum(part_m2 + tl.where(smask2, d * (d * chunk_count[None, :]), 0.0), axis=1)
     rstd = 1.0 / tl.sqrt(m2 / total + eps)
+    pivot = tl.load(x_ptr + n.to(tl.int64) * sxn + g * CG * sxc, mask=gmask, other=0.0).to(tl.float32)
     # normalise the tile
     j = tl.arange(0, BLOCK_CG)
     channel = g[:, None] * CG + j[None, :]
@@ -96,12 +101,12 @@ def _gn_apply_kernel(x_ptr, y_ptr, w_ptr, b_ptr, mean_ptr, m2_ptr, P, G, CG, S, 
     gamma = tl.load(w_ptr + channel, mask=cmask, other=0.0).to(tl.float32)
     beta = tl.load(b_ptr + channel, mask=cmask, other=0.0).to(tl.float32)
     scale = gamma * rstd[:, None]
-    shift = beta - mean[:, None] * scale
+    shift = beta - mean[:, None] * scale  # mean is of x - K: no cancellation against x
     p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
     mask = (p < P)[:, None, None] & cmask[None, :, :]
     x_ptrs = x_ptr + n.to(tl.int64) * sxn + p[:, None, None] * sxp + channel[None, :, :] * sxc
     v = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
-    y = tl.where(mask, v * scale[None, :, :] + shift[None, :, :], 0.0)
+    y = tl.where(mask, (v - pivot[None, :, None]) * scale[None, :, :] + shift[None, :, :], 0.0)
     if SWISH:
         y = y * tl.sigmoid(y)
     y_ptrs = y_ptr + n.to(tl.int64) * syn + p[:, None, None] * syp + channel[None, :, :] * syc

@@ -158,3 +158,39 @@ def test_bad_arguments_name_themselves():
 def test_full_size_channels_last_bf16_on_gpu():
     x, w, b = _input((8, 64, 256, 256), dtype=torch.bfloat16, channels_last=True)
     _check(group_norm_swish(x, 32, w, b), group_norm_swish_reference(x, 32, w, b), torch.bfloat16)
+
+
+@pytest.mark.parametrize("chunks", [None, 3])
+def test_a_huge_constant_group_is_exactly_beta_not_nan(chunks):
+    """|x| past 1.8e19 (x^2 overflows float32) in a constant group: GroupNorm gives exactly beta
+    (the statistics' first update multiplied an infinite delta^2 by a zero count: NaN). The
+    float64 oracle is the exact beta: torch's CPU group_norm is itself off by far more here."""
+    from mcc_fast.kernels import group_norm_swish as kernel
+
+    x, w, b = _input((1, 4, 3, 5), seed=7)
+    x[:, :2] = 1e30
+    x[:, 2:] = -2e20
+    out = kernel.group_norm_swish(x, w, b, 2, 1e-6, True, chunks=chunks, block_p=16 if chunks else None)
+    torch.testing.assert_close(out, F.silu(b).view(1, 4, 1, 1).expand_as(x), rtol=1e-6, atol=1e-7)
+
+
+def test_a_constant_group_with_eps_zero_is_nan_like_the_reference():
+    """eps=0 and variance 0: 0/0, NaN as in the reference (the kernel's rounded mean gave a finite -1);
+    with eps > 0 the constant group is exactly beta, whatever the constant."""
+    x, w, b = _input((2, 4, 3, 3), seed=8)
+    x[:, :2] = 0.1  # not a sum of exactly representable parts
+    for eps, swish in ((0.0, False), (0.0, True), (1e-6, False)):
+        out = group_norm_swish(x, 2, w, b, eps, swish=swish, backend="triton")
+        want = group_norm_swish_reference(x, 2, w, b, eps, swish)
+        assert torch.equal(torch.isnan(out), torch.isnan(want)), eps
+        torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("offset", [1e4, -3e5])
+def test_a_large_mean_keeps_float32_accuracy(offset):
+    """|mean| >> std: y = (x - mean) * rstd keeps the accuracy of the data; the fused
+    x * scale + shift form lost |mean| / std * 2^-24 (about 1e-3 at 1e4)."""
+    x, w, b = _input((2, 8, 6, 6), seed=9, offset=offset)
+    out = group_norm_swish(x, 4, w, b, swish=False, backend="triton")
+    want = group_norm_swish_reference(x.double(), 4, w.double(), b.double(), swish=False)
+    assert (out.double() - want).abs().max().item() <= 1e-4 * max(1.0, want.abs().max().item())

@@ -4,6 +4,9 @@
 y * sigmoid(y) (`swish=False`: the GroupNorm alone). One read of x and one write of the
 output on the triton backend (plus a small statistics pass); statistics in float32 for every
 input dtype; the output keeps x's dtype and memory layout (contiguous or channels-last).
+The triton kernel centres each group on its first element before the statistics: a constant
+group gives exactly beta (NaN with eps=0, 0/0 as in the reference) at any magnitude, and
+|mean| >> std keeps float32 accuracy (torch's own CPU group_norm loses it there).
 
 Backends: "triton" (CUDA, or CPU under TRITON_INTERPRET=1; forward only) and "torch" (the
 reference below: F.group_norm in float32, then F.silu, cast back). With `backend=None` a CUDA
