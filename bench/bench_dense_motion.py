@@ -49,7 +49,7 @@ def _dmi_bytes(bs: int, size: int, backward: bool) -> int:
 
 def _flow_bytes(bs: int, size: int, backward: bool) -> int:
     logits = bs * (K + 1) * size * size * 4
-    flow = bs * size * size * (2 * 4 + 4)  # flow + log-sum-exp
+    flow = bs * size * size * (2 * 4 + 2 * 4)  # flow + softmax statistics (max, sum)
     return logits + flow + (2 * logits + 2 * flow if backward else 0)
 
 

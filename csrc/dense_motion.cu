@@ -105,14 +105,14 @@ void compose_flow_forward(std::intptr_t logits, std::int64_t stride_b, std::int6
                           std::int64_t stride_w, std::int64_t batch, std::int64_t groups, std::int64_t height,
                           std::int64_t width, int dtype, std::intptr_t kp_source, std::intptr_t kp_driving,
                           std::intptr_t jac_source, std::intptr_t jac_driving, bool has_jac, std::intptr_t flow,
-                          std::intptr_t lse, std::intptr_t stream) {
+                          std::intptr_t stats, std::intptr_t stream) {
   if (batch * height * width == 0) return;
   const dim3 grid = pixel_grid_dims(height, width, batch, 1, "compose_flow");
   dispatch_float_types(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     compose_flow_fwd_kernel<T><<<grid, kThreads, 0, as_stream(stream)>>>(
         cptr<T>(logits), stride_b, stride_c, stride_h, stride_w, cptr<float>(kp_source), cptr<float>(kp_driving),
-        cptr<float>(jac_source), cptr<float>(jac_driving), has_jac, mptr<float>(flow), mptr<float>(lse),
+        cptr<float>(jac_source), cptr<float>(jac_driving), has_jac, mptr<float>(flow), mptr<float>(stats),
         static_cast<int>(height), static_cast<int>(width), static_cast<int>(groups - 1));
   });
   check_cuda(cudaGetLastError(), "compose_flow_forward launch");
@@ -122,7 +122,7 @@ void compose_flow_backward(std::intptr_t grad, std::intptr_t logits, std::int64_
                            std::int64_t stride_h, std::int64_t stride_w, std::intptr_t dlogits,
                            std::int64_t dstride_b, std::int64_t dstride_c, std::int64_t dstride_h,
                            std::int64_t dstride_w, std::int64_t batch, std::int64_t groups, std::int64_t height,
-                           std::int64_t width, int dtype, std::intptr_t flow, std::intptr_t lse,
+                           std::int64_t width, int dtype, std::intptr_t flow, std::intptr_t stats,
                            std::intptr_t kp_source, std::intptr_t kp_driving, std::intptr_t jac_source,
                            std::intptr_t jac_driving, bool has_jac, std::intptr_t partial, std::int64_t num_blocks,
                            std::intptr_t stream) {
@@ -135,7 +135,7 @@ void compose_flow_backward(std::intptr_t grad, std::intptr_t logits, std::int64_
     using T = std::remove_pointer_t<decltype(tag)>;
     compose_flow_bwd_kernel<T><<<grid, kThreads, 0, as_stream(stream)>>>(
         cptr<float>(grad), cptr<T>(logits), stride_b, stride_c, stride_h, stride_w, mptr<T>(dlogits), dstride_b,
-        dstride_c, dstride_h, dstride_w, cptr<float>(flow), cptr<float>(lse), cptr<float>(kp_source),
+        dstride_c, dstride_h, dstride_w, cptr<float>(flow), cptr<float>(stats), cptr<float>(kp_source),
         cptr<float>(kp_driving), cptr<float>(jac_source), cptr<float>(jac_driving), has_jac, mptr<float>(partial),
         static_cast<int>(height), static_cast<int>(width), static_cast<int>(groups - 1),
         static_cast<int>(num_blocks));

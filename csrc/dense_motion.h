@@ -49,20 +49,21 @@ void dense_motion_input_backward(std::intptr_t grad, std::intptr_t source, std::
                                  std::intptr_t partial, std::int64_t num_blocks, std::intptr_t stream);
 
 // logits (B, K+1, H, W) with element strides, element type dtype. flow: contiguous float32
-// (B, H, W, 2) = sum_g softmax_g(logits) T_g(z); lse: contiguous float32 (B, H, W).
+// (B, H, W, 2) = sum_g softmax_g(logits) T_g(z); stats: contiguous float32 (B, H, W, 2), per pixel the
+// max logit m and sum_g exp(l_g - m) (what the backward needs to recompute softmax_g exactly).
 void compose_flow_forward(std::intptr_t logits, std::int64_t stride_b, std::int64_t stride_c, std::int64_t stride_h,
                           std::int64_t stride_w, std::int64_t batch, std::int64_t groups, std::int64_t height,
                           std::int64_t width, int dtype, std::intptr_t kp_source, std::intptr_t kp_driving,
                           std::intptr_t jac_source, std::intptr_t jac_driving, bool has_jac, std::intptr_t flow,
-                          std::intptr_t lse, std::intptr_t stream);
+                          std::intptr_t stats, std::intptr_t stream);
 
-// grad, flow: contiguous float32 (B, H, W, 2); lse float32 (B, H, W). dlogits: like logits
+// grad, flow: contiguous float32 (B, H, W, 2); stats float32 (B, H, W, 2). dlogits: like logits
 // (own strides, element type dtype). partial: float32 (B, K, num_blocks, 12).
 void compose_flow_backward(std::intptr_t grad, std::intptr_t logits, std::int64_t stride_b, std::int64_t stride_c,
                            std::int64_t stride_h, std::int64_t stride_w, std::intptr_t dlogits,
                            std::int64_t dstride_b, std::int64_t dstride_c, std::int64_t dstride_h,
                            std::int64_t dstride_w, std::int64_t batch, std::int64_t groups, std::int64_t height,
-                           std::int64_t width, int dtype, std::intptr_t flow, std::intptr_t lse,
+                           std::int64_t width, int dtype, std::intptr_t flow, std::intptr_t stats,
                            std::intptr_t kp_source, std::intptr_t kp_driving, std::intptr_t jac_source,
                            std::intptr_t jac_driving, bool has_jac, std::intptr_t partial, std::int64_t num_blocks,
                            std::intptr_t stream);

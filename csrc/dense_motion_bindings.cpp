@@ -28,10 +28,10 @@ void register_dense_motion(py::module_& m) {
   m.def("compose_flow_forward", &mcc::compose_flow_forward, arg("logits"), arg("stride_b"), arg("stride_c"),
         arg("stride_h"), arg("stride_w"), arg("batch"), arg("groups"), arg("height"), arg("width"), arg("dtype"),
         arg("kp_source"), arg("kp_driving"), arg("jac_source"), arg("jac_driving"), arg("has_jac"), arg("flow"),
-        arg("lse"), arg("stream"), py::call_guard<py::gil_scoped_release>());
+        arg("stats"), arg("stream"), py::call_guard<py::gil_scoped_release>());
   m.def("compose_flow_backward", &mcc::compose_flow_backward, arg("grad"), arg("logits"), arg("stride_b"),
         arg("stride_c"), arg("stride_h"), arg("stride_w"), arg("dlogits"), arg("dstride_b"), arg("dstride_c"),
         arg("dstride_h"), arg("dstride_w"), arg("batch"), arg("groups"), arg("height"), arg("width"), arg("dtype"),
-        arg("flow"), arg("lse"), arg("kp_source"), arg("kp_driving"), arg("jac_source"), arg("jac_driving"),
+        arg("flow"), arg("stats"), arg("kp_source"), arg("kp_driving"), arg("jac_source"), arg("jac_driving"),
         arg("has_jac"), arg("partial"), arg("num_blocks"), arg("stream"), py::call_guard<py::gil_scoped_release>());
 }

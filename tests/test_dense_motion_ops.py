@@ -338,6 +338,25 @@ def test_half_precision_inputs_compute_in_float32(backend, dtype, tol):
     _close(flow32, ref.compose_flow(logits, kp_s, kp_d, js, jd), 1e-5, "flow, fp32 geometry")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("offset", [1e4, -3e4])
+def test_compose_flow_gradients_with_large_logits(backend, offset):
+    """Softmax is shift-invariant: logits of 1e4 + O(1) give the gradients of the O(1) logits to
+    float32 accuracy, as the float32 reference does (the backward recomputed the softmax from a
+    saved float32 log-sum-exp, whose rounding at 1e4 is 5e-4: that relative error in every p_g)."""
+    _require(backend)
+    _, kp_s, kp_d, js, jd, logits = _problem(1, 3, 1, 6, 7, jac="near", seed=11)
+    logits = (logits + offset).float().double()  # the oracle sees the float32 logits
+    ours = [_to(t, grad=True) for t in (logits, kp_s, kp_d, js, jd)]
+    flow = compose_flow(*ours, backend=backend)
+    grad_flow = torch.randn(flow.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    grads = torch.autograd.grad(flow, ours, _to(grad_flow))
+    want, expected = _ref_grads(ref.compose_flow, (logits, kp_s, kp_d, js, jd), grad_flow)
+    _close(flow, want, 1e-5, "flow, large logits")
+    for g, e, name in zip(grads, expected, ("logits", "kp_s", "kp_d", "jac_s", "jac_d")):
+        _close(g, e, 1e-5, f"{name} grad, large logits")
+
+
 # ----------------------------------------------------------------------------- singular jacobians
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_singular_jacobian_gives_inf_nan_like_the_division(backend):
@@ -415,7 +434,7 @@ def test_custom_ops_pass_opcheck(backend):
 
     source, kp_s, kp_d, js, jd, logits = (_to(t) for t in _problem(1, 2, 2, 5, 4, seed=10))
     req = [t.clone().requires_grad_(True) for t in (source, kp_s, kp_d, js, jd, logits)]
-    flow, lse = dm._compose_flow_op(logits, kp_s, kp_d, js, jd, backend)
+    flow, stats = dm._compose_flow_op(logits, kp_s, kp_d, js, jd, backend)
     out = dm._dense_motion_input_op(source, kp_s, kp_d, js, jd, False, 0.01, backend)
     cases = [
         (dm._keypoint_heatmaps_op, (req[1], 5, 4, 0.01, backend)),
@@ -426,7 +445,7 @@ def test_custom_ops_pass_opcheck(backend):
         (dm._compose_flow_op, (req[5], req[1], req[2], req[3], req[4], backend)),
         (dm._dense_motion_input_backward_op, (torch.ones_like(out), source, kp_s, kp_d, js, jd, False, 0.01, True,
                                               backend)),
-        (dm._compose_flow_backward_op, (torch.ones_like(flow), logits, flow, lse, kp_s, kp_d, js, jd, backend)),
+        (dm._compose_flow_backward_op, (torch.ones_like(flow), logits, flow, stats, kp_s, kp_d, js, jd, backend)),
     ]
     for i, (op, args) in enumerate(cases):
         utils = ["test_schema", "test_autograd_registration", "test_faketensor"]

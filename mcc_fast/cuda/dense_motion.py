@@ -104,25 +104,26 @@ def dense_motion_input_backward(grad: torch.Tensor, source: torch.Tensor, kp_s: 
 
 def compose_flow_forward(logits: torch.Tensor, kp_s: torch.Tensor, kp_d: torch.Tensor,
                          jac_s: torch.Tensor | None, jac_d: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (flow float32 (B, H, W, 2), log-sum-exp float32 (B, H, W)), contiguous."""
+    """Returns (flow float32 (B, H, W, 2), softmax statistics float32 (B, H, W, 2): max logit and
+    sum of exp(logit - max)), contiguous."""
     ext = extension(device=logits.device)
     bs, groups, h, w = logits.shape
     flow = torch.empty(bs, h, w, 2, dtype=torch.float32, device=logits.device)
-    lse = torch.empty(bs, h, w, dtype=torch.float32, device=logits.device)
+    stats = torch.empty(bs, h, w, 2, dtype=torch.float32, device=logits.device)
     with torch.cuda.device(logits.device):
         for b in _batch_chunks(bs):
             js, jd, has_jac = _jac(kp_s[b], _rows(jac_s, b), _rows(jac_d, b))
             ext.compose_flow_forward(
                 logits[b].data_ptr(), *logits.stride(), b.stop - b.start, groups, h, w,
                 dtype_code(logits, "mask_logits"), kp_s[b].data_ptr(), kp_d[b].data_ptr(), js, jd, has_jac,
-                flow[b].data_ptr(), lse[b].data_ptr(), current_stream(logits))
-    return flow, lse
+                flow[b].data_ptr(), stats[b].data_ptr(), current_stream(logits))
+    return flow, stats
 
 
-def compose_flow_backward(grad: torch.Tensor, logits: torch.Tensor, flow: torch.Tensor, lse: torch.Tensor,
+def compose_flow_backward(grad: torch.Tensor, logits: torch.Tensor, flow: torch.Tensor, stats: torch.Tensor,
                           kp_s: torch.Tensor, kp_d: torch.Tensor, jac_s: torch.Tensor | None,
                           jac_d: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """grad, flow: contiguous float32 (B, H, W, 2). Returns (logit gradient like `logits`,
+    """grad, flow: contiguous float32 (B, H, W, 2); stats: the forward's. Returns (logit gradient like `logits`,
     float32 keypoint gradients (B, K, 12))."""
     ext = extension(device=grad.device)
     bs, groups, h, w = logits.shape
@@ -135,6 +136,6 @@ def compose_flow_backward(grad: torch.Tensor, logits: torch.Tensor, flow: torch.
             ext.compose_flow_backward(
                 grad[b].data_ptr(), logits[b].data_ptr(), *logits.stride(), dlogits[b].data_ptr(),
                 *dlogits.stride(), b.stop - b.start, groups, h, w, dtype_code(logits, "mask_logits"),
-                flow[b].data_ptr(), lse[b].data_ptr(), kp_s[b].data_ptr(), kp_d[b].data_ptr(), js, jd, has_jac,
+                flow[b].data_ptr(), stats[b].data_ptr(), kp_s[b].data_ptr(), kp_d[b].data_ptr(), js, jd, has_jac,
                 part[b].data_ptr(), nb, current_stream(logits))
     return dlogits, part.sum(dim=2)

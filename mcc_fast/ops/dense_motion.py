@@ -247,36 +247,36 @@ def _compose_flow_op(mask_logits: torch.Tensor, kp_source: torch.Tensor, kp_driv
 def _(mask_logits, kp_source, kp_driving, jac_source, jac_driving, backend):
     bs, _, h, w = mask_logits.shape
     return (mask_logits.new_empty(bs, h, w, 2, dtype=torch.float32),
-            mask_logits.new_empty(bs, h, w, dtype=torch.float32))
+            mask_logits.new_empty(bs, h, w, 2, dtype=torch.float32))
 
 
 @torch.library.custom_op("mcc_fast::compose_flow_backward", mutates_args=())
-def _compose_flow_backward_op(grad: torch.Tensor, mask_logits: torch.Tensor, flow: torch.Tensor, lse: torch.Tensor,
+def _compose_flow_backward_op(grad: torch.Tensor, mask_logits: torch.Tensor, flow: torch.Tensor, stats: torch.Tensor,
                               kp_source: torch.Tensor, kp_driving: torch.Tensor, jac_source: Optional[torch.Tensor],
                               jac_driving: Optional[torch.Tensor], backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     return _kernels(backend).compose_flow_backward(
-        grad.to(torch.float32).contiguous(), mask_logits, flow, lse, _f32(kp_source), _f32(kp_driving),
+        grad.to(torch.float32).contiguous(), mask_logits, flow, stats, _f32(kp_source), _f32(kp_driving),
         _f32(jac_source), _f32(jac_driving))
 
 
 @_compose_flow_backward_op.register_fake
-def _(grad, mask_logits, flow, lse, kp_source, kp_driving, jac_source, jac_driving, backend):
+def _(grad, mask_logits, flow, stats, kp_source, kp_driving, jac_source, jac_driving, backend):
     return (torch.empty_like(mask_logits),
             mask_logits.new_empty(kp_source.shape[0], kp_source.shape[1], 12, dtype=torch.float32))
 
 
 def _compose_setup(ctx, inputs, output):
     mask_logits, kp_s, kp_d, jac_s, jac_d, backend = inputs
-    flow, lse = output
-    ctx.mark_non_differentiable(lse)
-    ctx.save_for_backward(mask_logits, kp_s, kp_d, jac_s, jac_d, flow, lse)
+    flow, stats = output
+    ctx.mark_non_differentiable(stats)
+    ctx.save_for_backward(mask_logits, kp_s, kp_d, jac_s, jac_d, flow, stats)
     ctx.backend = backend
 
 
-def _compose_backward(ctx, grad_flow, grad_lse):
-    mask_logits, kp_s, kp_d, jac_s, jac_d, flow, lse = ctx.saved_tensors
+def _compose_backward(ctx, grad_flow, grad_stats):
+    mask_logits, kp_s, kp_d, jac_s, jac_d, flow, stats = ctx.saved_tensors
     needs = ctx.needs_input_grad
-    d_logits, d_kp = _compose_flow_backward_op(grad_flow, mask_logits, flow, lse, kp_s, kp_d, jac_s, jac_d,
+    d_logits, d_kp = _compose_flow_backward_op(grad_flow, mask_logits, flow, stats, kp_s, kp_d, jac_s, jac_d,
                                                ctx.backend)
     return (d_logits if needs[0] else None, *_split_keypoint_grads(d_kp, needs[1:5], (kp_s, kp_d, jac_s, jac_d)),
             None)

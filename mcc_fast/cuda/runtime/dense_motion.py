@@ -74,17 +74,17 @@ def dense_motion_input_backward(grad, source, stride_b, stride_c, stride_h, stri
 
 
 def compose_flow_forward(logits, stride_b, stride_c, stride_h, stride_w, batch, groups, height, width, dtype,
-                         kp_source, kp_driving, jac_source, jac_driving, has_jac, flow, lse, stream):
+                         kp_source, kp_driving, jac_source, jac_driving, has_jac, flow, stats, stream):
     """See csrc/dense_motion.h."""
     if batch * height * width == 0:
         return
     grid = _pixel_grid(height, width, batch, 1, "compose_flow")
     FAMILY.launch("compose_fwd", grid, THREADS, stream, logits, stride_b, stride_c, stride_h, stride_w, kp_source,
-                  kp_driving, jac_source, jac_driving, has_jac, flow, lse, height, width, groups - 1, dtype=dtype)
+                  kp_driving, jac_source, jac_driving, has_jac, flow, stats, height, width, groups - 1, dtype=dtype)
 
 
 def compose_flow_backward(grad, logits, stride_b, stride_c, stride_h, stride_w, dlogits, dstride_b, dstride_c,
-                          dstride_h, dstride_w, batch, groups, height, width, dtype, flow, lse, kp_source, kp_driving,
+                          dstride_h, dstride_w, batch, groups, height, width, dtype, flow, stats, kp_source, kp_driving,
                           jac_source, jac_driving, has_jac, partial, num_blocks, stream):
     """See csrc/dense_motion.h."""
     if batch * height * width == 0:
@@ -93,5 +93,5 @@ def compose_flow_backward(grad, logits, stride_b, stride_c, stride_h, stride_w, 
     if grid[0] != num_blocks:
         raise ValueError("compose_flow_backward: num_blocks must be ceil(H * W / block_pixels)")
     FAMILY.launch("compose_bwd", grid, THREADS, stream, grad, logits, stride_b, stride_c, stride_h, stride_w, dlogits,
-                  dstride_b, dstride_c, dstride_h, dstride_w, flow, lse, kp_source, kp_driving, jac_source,
+                  dstride_b, dstride_c, dstride_h, dstride_w, flow, stats, kp_source, kp_driving, jac_source,
                   jac_driving, has_jac, partial, height, width, groups - 1, num_blocks, dtype=dtype)
