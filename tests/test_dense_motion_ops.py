@@ -395,6 +395,27 @@ def test_singular_jacobian_gives_inf_nan_like_the_division(backend):
     assert not torch.isfinite(grads[4][0, 1]).all()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_keypoint_in_dense_motion_input_as_documented(backend):
+    """A NaN source keypoint: the forward has the reference's NaN pattern; in the backward its
+    non-finite sampling positions contribute nothing (ops.dense_motion docstring), so kp_driving's
+    gradient of that keypoint is finite (NaN on the CPU reference), kp_source's (through its
+    NaN heatmap) is NaN, and every other keypoint's gradients match the reference."""
+    _require(backend)
+    source, kp_s, kp_d, js, jd, _ = (None if t is None else t.float() for t in _problem(1, 3, 2, 5, 6, seed=12))
+    kp_s[0, 1, 0] = float("nan")
+    ours = [_to(t, grad=True) for t in (source, kp_s, kp_d, js, jd)]
+    out = dense_motion_input(*ours, backend=backend)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(6))
+    grads = torch.autograd.grad(out, ours, _to(grad_out))
+    want, expected = _ref_grads(ref.dense_motion_input, (source, kp_s, kp_d, js, jd), grad_out)
+    _close(out, want, 2e-5, "dense motion input, NaN keypoint")
+    assert torch.isnan(grads[1][0, 1]).all() and torch.isnan(expected[2][0, 1]).all()
+    assert torch.isfinite(grads[2][0, 1]).all()
+    for g, e in zip(grads[1:], expected[1:]):
+        _close(g[:, [0, 2]], e[:, [0, 2]], 2e-5, "other keypoints' gradients")
+
+
 # ----------------------------------------------------------------------------- golden fixture
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_reproduces_official_recorded_dense_motion(backend):

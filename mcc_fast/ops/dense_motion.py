@@ -21,6 +21,13 @@ reference is, and in ``dense_motion_input`` that group's deformed channels are N
 non-finite sampling position gives NaN, as ``grid_sample`` on CPU does); the other groups
 and samples are unaffected. Gradients through a singular jacobian are inf/nan likewise.
 
+Non-finite keypoints or jacobians (NaN/inf) give the reference's forward NaN/inf pattern. In
+the backward of ``dense_motion_input`` a non-finite sampling position contributes no gradient
+(as in grid_sample's CUDA backward; the CPU reference gives NaN there): a keypoint's gradient
+that is NaN on the CPU reference only through such positions (e.g. kp_driving's when kp_source
+is NaN) is finite on the kernel backends. Gradients through a NaN heatmap or an inf/nan
+inverse stay non-finite.
+
 Backward: to the source, keypoints, jacobians (through the closed-form inverse) and mask
 logits. Keypoint/jacobian gradients are per-block partial sums reduced afterwards
 (deterministic). The source gradient of ``dense_motion_input`` is scattered with float32
