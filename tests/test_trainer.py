@@ -488,6 +488,27 @@ def test_gan_starts_at_its_iteration_and_zero_weights_turn_terms_off(data_root):
         assert {"l1", "equivariance_value", "motion_vq", "appearance_vq"} <= set(row)
 
 
+def test_sync_bn_synchronises_the_motion_estimator_but_not_the_discriminator(data_root, monkeypatch):
+    """train.sync_bn on a multi-GPU run converts the motion estimator's BatchNorm (official:
+    SynchronizedBatchNorm2d there) but leaves the discriminator's per process, as the
+    authors' VQGANDiscriminator (plain nn.BatchNorm2d under DDP). The CUDA placement and the
+    DDP wrapping are stubbed out so this runs on the CPU."""
+    from torch import nn
+
+    from mcc_fast.training.distributed import DistributedContext
+
+    monkeypatch.setattr(nn.Module, "to", lambda self, *args, **kwargs: self)
+    monkeypatch.setattr(Trainer, "_wrap_distributed", lambda self: None)
+    context = DistributedContext(rank=0, world_size=2, device=torch.device("cuda"))
+    trainer = Trainer(tiny_config(data_root, "train.sync_bn=true", "train.fused_ops=false"), None, context=context)
+    try:
+        assert any(isinstance(m, nn.SyncBatchNorm) for m in trainer.model.motion_estimator.modules())
+        assert not any(isinstance(m, nn.SyncBatchNorm) for m in trainer.discriminator.modules())
+        assert any(type(m) is nn.BatchNorm2d for m in trainer.discriminator.modules())
+    finally:
+        trainer.close()
+
+
 def test_mixed_precision_steps_run(data_root):
     for precision in ("bf16", "fp16"):
         config = tiny_config(data_root, f"train.precision={precision}", "loss.start_iters={gan: 0}",

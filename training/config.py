@@ -247,8 +247,10 @@ class TrainSection:
 
     total_iter: iterations (optimiser steps). accumulate: micro-batches per step.
     precision: fp32 | bf16 (autocast) | fp16 (autocast + gradient scaler); flows and VQ
-    distances stay fp32. sync_bn: SyncBatchNorm in the motion estimator and discriminator
-    when running on several CUDA processes. find_unused_parameters: "auto" (on when a loss
+    distances stay fp32. sync_bn: SyncBatchNorm in the motion estimator when running on
+    several CUDA processes (the official declares SynchronizedBatchNorm2d there); the
+    discriminator's BatchNorm always normalises per process, as the official's plain
+    nn.BatchNorm2d under DDP. find_unused_parameters: "auto" (on when a loss
     term is off) or a bool. device: "auto" (CUDA when available), "cpu" or "cuda".
     fused_ops: run the model's warps, codebook searches and dense-motion geometry on
     mcc_fast.ops' fused kernels (`Model.use_fused_ops`): "auto" (on when training on CUDA)

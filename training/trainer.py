@@ -316,8 +316,9 @@ class Trainer:
             self._load_state(self.ema.average, init_weights.generator_ema, f"{init_from} (generator EMA)")
         if self.ctx.is_distributed and cfg.train.sync_bn:
             if self.device.type == "cuda":
+                # The motion estimator only: the authors' declares SynchronizedBatchNorm2d, while
+                # their VQGANDiscriminator has plain nn.BatchNorm2d (per-process statistics under DDP).
                 self.model.motion_estimator = nn.SyncBatchNorm.convert_sync_batchnorm(self.model.motion_estimator)
-                self.discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminator)
             else:
                 self.monitor.info("train.sync_bn: SyncBatchNorm needs CUDA; on CPU each process normalises "
                                   "its own micro-batch")

@@ -10,8 +10,9 @@ Official config: nc 3, ndf 64, n_layers 4. Layers:
 * head: conv4x4 stride 1 pad 1 (with bias) -> 1 logit per patch.
 
 Default PyTorch initialisation (the official does not re-initialise). 6,960,961 parameters
-for the default config; a 256x256 image gives (B, 1, 14, 14) logits. BatchNorm can be made
-synchronised with ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``.
+for the default config; a 256x256 image gives (B, 1, 14, 14) logits. Its BatchNorm is plain
+(the official's ``nn.BatchNorm2d``): under DDP each process normalises its own batch; the
+trainer's ``train.sync_bn`` leaves it so.
 """
 from __future__ import annotations
 
