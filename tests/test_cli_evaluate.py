@@ -255,3 +255,37 @@ def test_bad_device_is_one_line(setup, tmp_path, capsys, device, expected):
                "--output", str(tmp_path / "r.json"), "--device", device])
     err = capsys.readouterr().err
     assert rc == 2 and expected in err and "Traceback" not in err and not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("mode,extra,relative,adapt_scale", [
+    ("same-id", [], False, True),
+    ("cross-id", [], True, True),
+    ("cross-id", ["--motion", "absolute"], False, True),
+    ("cross-id", ["--no-adapt-scale"], True, False),
+    ("same-id", ["--motion", "relative", "--no-adapt-scale"], True, False),
+])
+def test_motion_options_reach_animate_and_the_results(setup, tmp_path, monkeypatch, mode, extra, relative,
+                                                      adapt_scale):
+    root, data, ckpt = setup
+    seen = []
+    original = mcc_fast.Model.animate
+
+    def spy(self, *args, **kwargs):
+        seen.append((kwargs["relative"], kwargs["adapt_scale"]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(mcc_fast.Model, "animate", spy)
+    names = sorted(p.stem for p in (data / "test").glob("id*.mp4"))
+    (tmp_path / "pairs.csv").write_text(f"source,driving\n{names[0]},{names[-1]}\n")
+    pairs = ["--pairs", str(tmp_path / "pairs.csv")] if mode == "cross-id" else []
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(data), "--mode", mode, *pairs,
+                 "--metrics", "l1", "--max-frames", "2", "--device", "cpu", "--output", str(out), *extra]) == 0
+    assert seen and set(seen) == {(relative, adapt_scale)}
+    settings = json.loads(out.read_text())["settings"]
+    assert (settings["motion"], settings["adapt_scale"]) == ("relative" if relative else "absolute", adapt_scale)
+
+
+def test_no_adapt_scale_with_absolute_motion_is_refused(setup, capsys, no_model):
+    assert _evaluate(setup, "--no-adapt-scale") == 2
+    assert "--no-adapt-scale applies to relative motion" in capsys.readouterr().err

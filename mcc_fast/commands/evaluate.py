@@ -3,7 +3,8 @@
 Same-identity (default): each test video is reconstructed from its first frame with
 absolute motion, `g(source, me(driving, source))`, and compared with the video itself.
 Cross-identity: source/driving pairs from a CSV (`source,driving`: video names or image /
-video paths), relative motion; identity metrics against the source.
+video paths), relative motion; identity metrics against the source. `--motion` and
+`--no-adapt-scale` change the motion of either mode.
 
 Results go to --output (a .json file) and the CSV beside it (same name, .csv), both
 checked before anything runs (an existing one is kept unless --overwrite; an input is
@@ -50,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=positive_int, default=8, metavar="N",
                         help="frames per forward pass (default 8)")
     parser.add_argument("--device", default=None, metavar="DEVICE", help=DEVICE_HELP)
+    parser.add_argument("--motion", choices=("relative", "absolute"), default=None,
+                        help="driving motion: absolute (default for same-id) or relative to the first driving "
+                             "frame (default for cross-id); the authors' cross-id script used absolute")
+    parser.add_argument("--no-adapt-scale", dest="adapt_scale", action="store_false",
+                        help="relative motion: do not scale it by the keypoint hull areas")
     parser.add_argument("--official-references", action="store_true",
                         help="FID and identity metrics against the source image, as the official code does")
 
@@ -86,6 +92,8 @@ def _check_options(args) -> None:
         raise CommandError("--mode cross-id needs --pairs CSV")
     if args.pairs and args.mode != "cross-id":
         raise CommandError("--pairs is for cross-identity evaluation: add --mode cross-id")
+    if not args.adapt_scale and args.motion == "absolute":
+        raise CommandError("--no-adapt-scale applies to relative motion: add --motion relative")
     if args.weights_dir is not None and not Path(args.weights_dir).is_dir():
         raise CommandError(f"--weights-dir {args.weights_dir!r} is not a folder")
     try:
@@ -182,12 +190,14 @@ def _check_refs(pairs, names: dict[str, int], args) -> list[Path]:
 
 # ---- what to evaluate ---------------------------------------------------------------------
 
-def _generated(model, source, driving, relative: bool, batch: int):
+def _generated(model, source, driving, args):
+    """The frames animating `source` (1, 3, S, S) with `driving` (F, 3, S, S), float [-1, 1] on the
+    CPU, with the motion options of `args`: (F, 3, S, S) float32 on the CPU."""
     import torch
 
     device = next(model.parameters()).device
-    frames = model.animate(source.to(device), driving.to(device), relative=relative, batch_size=batch,
-                           output="tensor")
+    frames = model.animate(source.to(device), driving.to(device), relative=args.motion == "relative",
+                           adapt_scale=args.adapt_scale, batch_size=args.batch, output="tensor")
     return torch.stack([f.float().cpu() for f in frames])
 
 
@@ -202,7 +212,7 @@ def _same_identity_items(model, dataset, args):
             continue
         video = item["video"]  # (F, 3, S, S) float [-1, 1]
         source = video[:1]
-        yield EvalItem(name, lambda video=video, source=source: _generated(model, source, video, False, args.batch),
+        yield EvalItem(name, lambda video=video, source=source: _generated(model, source, video, args),
                        video, source[0])
 
 
@@ -236,7 +246,7 @@ def _cross_identity_items(model, dataset, pairs, names: dict[str, int], args):
             return loaded[key]
 
         def generate(frames=frames):
-            return _generated(model, frames("source"), frames("driving"), True, args.batch)
+            return _generated(model, frames("source"), frames("driving"), args)
 
         name = f"{Path(source_ref).stem}->{Path(driving_ref).stem}"
         yield EvalItem(name, generate, lambda frames=frames: frames("driving"),
@@ -280,6 +290,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.metrics is None:
         args.metrics = DEFAULT_METRICS[args.mode]
+    if args.motion is None:
+        args.motion = "absolute" if args.mode == "same-id" else "relative"
     _check_options(args)
     root = Path(args.data)
     pairs = _read_pairs(Path(args.pairs)) if args.mode == "cross-id" else []
@@ -314,7 +326,7 @@ def _run(args: argparse.Namespace) -> int:
     if failure:
         print(f"{PROG}: error: {failure}; no results written", file=sys.stderr)
         return 1
-    results["settings"]["mode"] = args.mode
+    results["settings"].update(mode=args.mode, motion=args.motion, adapt_scale=args.adapt_scale)
     print(format_summary(results))
     if results["failed"]:
         _note(f"{len(results['failed'])} of {len(results['failed']) + results['num_videos']} videos could not be "
