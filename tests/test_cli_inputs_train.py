@@ -129,6 +129,14 @@ def test_yaml_syntax_errors_are_one_line_with_the_position(tmp_path, capsys):
     assert "--set 'optim.lr=[1': the value is not valid YAML (line 1, column 3: expected ','" in err
 
 
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
+def test_an_empty_config_file_is_refused_not_read_as_the_official_defaults(tmp_path, capsys, text):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    err = _error(capsys, ["train", "--config", str(path)])
+    assert "mine.yaml" in err and "holds no settings; leave out --config for the official defaults" in err
+
+
 def test_data_warnings_are_notes_not_python_warnings(tmp_path, capsys):
     data = tmp_path / "data"
     for split in ("train", "test"):

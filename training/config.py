@@ -551,12 +551,15 @@ def load_config(path: str | os.PathLike | None = None,
             shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
             raise FileNotFoundError(f"--config {os.fspath(path)!r}: no such file (shipped configs: {shipped})")
         try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:
             raise ConfigError(f"--config {str(file)!r}: not a text (UTF-8) YAML file: byte {exc.start} "
                               f"cannot be decoded") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"--config {str(file)!r}: not valid YAML ({yaml_error_line(exc)})") from None
+        if data is None:  # (an empty file is more likely a mistake than a wish for the 82M-parameter defaults)
+            raise ConfigError(f"--config {str(file)!r}: the file holds no settings; leave out --config for the "
+                              "official defaults")
         if not isinstance(data, dict):
             raise ConfigError(f"--config {str(file)!r}: expected a mapping at the top level")
     return TrainConfig.from_dict(apply_overrides(data, overrides))
