@@ -50,13 +50,33 @@ def _setup_module():
     return module
 
 
-def _tracked_copy(dest: Path) -> Path:
-    """The repository's tracked files (a clean checkout) copied to `dest`, symlinks kept."""
+_BUILD_OUTPUTS = ("build", "dist", "__pycache__", ".pytest_cache", ".hypothesis", ".benchmarks")
+
+
+def _is_build_output(rel: Path) -> bool:
+    folders = rel.parts[:-1]
+    return any(p in _BUILD_OUTPUTS or p.endswith(".egg-info") for p in folders) or rel.suffix in (".pyc", ".so")
+
+
+def _source_files(root: Path = REPO) -> list[str]:
+    """The source tree's files, relative to `root` (POSIX names): git's tracked files in a checkout;
+    in an unpacked sdist (PKG-INFO at its root, no .git; its symlinks are copies there) every file but
+    build outputs and *.egg-info/. Skips the test when `root` is neither."""
+    if (root / ".git").exists():
+        out = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
+        return sorted(filter(None, out.decode().split("\0")))
+    if not (root / "PKG-INFO").is_file():
+        pytest.skip(f"{root} is neither a git checkout nor an unpacked source distribution")
+    files = (p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    return sorted(rel.as_posix() for rel in files if not _is_build_output(rel))
+
+
+def _tracked_copy(dest: Path, root: Path = REPO) -> Path:
+    """The source tree's files (a clean checkout, or an unpacked sdist) copied to `dest`, symlinks kept."""
     import shutil
 
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    for name in filter(None, files.decode().split("\0")):
-        src, out = REPO / name, dest / name
+    for name in _source_files(root):
+        src, out = root / name, dest / name
         out.parent.mkdir(parents=True, exist_ok=True)
         if src.is_symlink():
             out.symlink_to(os.readlink(src))
@@ -85,11 +105,15 @@ def test_sdist_carries_the_cuda_sources_tests_and_docs_and_builds_a_wheel(tmp_pa
     (sdist,) = (tmp_path / "sdist").glob("mcc_fast-*.tar.gz")
     with tarfile.open(sdist) as tar:
         members = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    tracked = _source_files()
     wanted = {n for n in tracked if n.startswith(("csrc/", "tests/", "bench/", "docs/", "kernels/", "training/"))
               and not n.startswith("bench/results/")}
     wanted |= {"CMakeLists.txt", "CITATION.cff", "LICENSE", "NOTICE", "README.md", "setup.py", "pyproject.toml"}
     assert not wanted - members, sorted(wanted - members)[:10]
+    with tarfile.open(sdist) as tar:  # the suite runs from the unpacked sdist too (no git there)
+        tar.extractall(tmp_path / "unpacked", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    (unpacked,) = (tmp_path / "unpacked").iterdir()
+    assert not wanted - set(_source_files(unpacked)), sorted(wanted - set(_source_files(unpacked)))[:10]
 
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps",
                            "-w", str(tmp_path / "dist"), str(sdist)], capture_output=True, text=True,
