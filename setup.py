@@ -18,6 +18,7 @@ from pathlib import Path
 
 from setuptools import Extension, find_namespace_packages, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_ARCHS = "86-real;90-real;90-virtual"
@@ -98,6 +99,17 @@ def cmake_executable() -> str:
         return shutil.which("cmake") or "cmake"
 
 
+class FreshBuildPy(build_py):
+    """Copies the package into build/ afresh: a module deleted or renamed since an earlier build in
+    this folder (pip builds a local folder in place) must not ship in this one. build_ext runs after
+    it and puts the extension back (CMake's own build folder is kept, so that stays incremental)."""
+
+    def run(self):
+        if not getattr(self, "editable_mode", False):
+            shutil.rmtree(Path(self.build_lib) / "mcc_fast", ignore_errors=True)
+        super().run()
+
+
 class CMakeExtension(Extension):
     def __init__(self, name: str):
         super().__init__(name, sources=[])
@@ -175,5 +187,5 @@ if __name__ == "__main__":  # pip's build backend runs this file as __main__; te
     setup(
         packages=find_namespace_packages(include=["mcc_fast", "mcc_fast.*"]),
         ext_modules=[CMakeExtension("mcc_fast._cuda")],
-        cmdclass={"build_ext": CMakeBuild},
+        cmdclass={"build_py": FreshBuildPy, "build_ext": CMakeBuild},
     )

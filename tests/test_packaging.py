@@ -140,12 +140,19 @@ def test_a_build_without_cuda_drops_an_earlier_builds_module(tmp_path):
     for p in stale:
         p.parent.mkdir(parents=True)
         p.write_bytes(b"an earlier CUDA build")
+        # Modules an earlier build copied there that the sources no longer have (deleted or renamed since).
+        (p.parent / "kernels").mkdir()
+        (p.parent / "kernels" / "renamed_since.py").write_text("raise ImportError('stale')\n")
+        (p.parent / "removed_since.py").write_text("raise ImportError('stale')\n")
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps",
                            "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True,
                           env=_build_env(), check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("mcc_fast-*.whl")
-    assert not [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".so")]
+    names = zipfile.ZipFile(wheel).namelist()
+    assert not [n for n in names if n.endswith(".so")]
+    assert not [n for n in names if n.endswith("_since.py")]
+    assert "mcc_fast/kernels/warp.py" in names
     assert "building WITHOUT the CUDA extension" in proc.stderr  # shown by pip without -v
 
 
