@@ -90,13 +90,24 @@ def _note(message: str) -> None:
     warnings.warn(message, stacklevel=2)
 
 
+def _missing(package: str) -> RuntimeError:
+    """The error for a build requirement that is not installed (--no-build-isolation fetches none)."""
+    return RuntimeError(f"building the CUDA extension needs {package} (pip install {package}; with "
+                        "--no-build-isolation pip installs no build requirements), or set MCC_FAST_NO_CUDA=1 "
+                        "to install without the compiled kernels")
+
+
 def cmake_executable() -> str:
+    """CMake from the PyPI package when installed, else from PATH (RuntimeError when neither)."""
     try:
         import cmake  # the PyPI package, when installed
 
         return str(Path(cmake.CMAKE_BIN_DIR) / "cmake")
     except ImportError:
-        return shutil.which("cmake") or "cmake"
+        found = shutil.which("cmake")
+        if found is None:
+            raise _missing("cmake") from None
+        return found
 
 
 class FreshBuildPy(build_py):
@@ -143,8 +154,11 @@ class CMakeBuild(build_ext):
                 target.unlink(missing_ok=True)
 
     def build_extension(self, ext: Extension) -> None:
-        import pybind11
-
+        try:
+            import pybind11
+        except ImportError:
+            raise _missing("pybind11") from None
+        cmake = cmake_executable()
         nvcc = find_nvcc()
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -163,7 +177,6 @@ class CMakeBuild(build_ext):
         ]
         if shutil.which("ninja") or _has_ninja_module():
             cfg.append("-GNinja")
-        cmake = cmake_executable()
         jobs = os.environ.get("MAX_JOBS") or str(os.cpu_count() or 2)
         try:
             subprocess.check_call([cmake, "-S", str(ROOT), "-B", str(build_temp), *cfg])

@@ -207,3 +207,26 @@ def test_required_cuda_build_without_nvcc_fails(monkeypatch):
     monkeypatch.setenv("MCC_FAST_REQUIRE_CUDA_BUILD", "0")
     with pytest.warns(UserWarning, match="building WITHOUT the CUDA extension"):
         command.run()
+
+
+def test_a_missing_build_requirement_is_named(monkeypatch, tmp_path):
+    """With --no-build-isolation pip fetches nothing: a CUDA build without pybind11 or CMake says
+    which is missing and how to go on, instead of a traceback (ModuleNotFoundError, FileNotFoundError)."""
+    import types
+
+    from setuptools import Distribution
+
+    setup = _setup_module()
+    monkeypatch.setattr(setup, "find_nvcc", lambda: "/nonexistent/nvcc")
+    ext = setup.CMakeExtension("mcc_fast._cuda")
+    command = setup.CMakeBuild(Distribution({"ext_modules": [ext]}))
+    command.build_temp, command.build_lib = str(tmp_path / "temp"), str(tmp_path / "lib")
+    command.ensure_finalized()
+    monkeypatch.setitem(sys.modules, "pybind11", None)  # `import pybind11` raises ImportError
+    with pytest.raises(RuntimeError, match=r"needs pybind11 \(pip install pybind11.*MCC_FAST_NO_CUDA=1"):
+        command.build_extension(ext)
+    monkeypatch.setitem(sys.modules, "pybind11", types.ModuleType("pybind11"))  # installed or not here
+    monkeypatch.setitem(sys.modules, "cmake", None)
+    monkeypatch.setattr(setup.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match=r"needs cmake \(pip install cmake.*MCC_FAST_NO_CUDA=1"):
+        command.build_extension(ext)
