@@ -319,6 +319,55 @@ def test_failed_resave_swap_restores_the_old_checkpoint(data_root, tmp_path, mon
     assert all(torch.equal(saved[k], restored[k]) for k in saved)
 
 
+def _nan_l1_at(monkeypatch, bad_step: int) -> None:
+    """Make the l1 term NaN at iteration `bad_step` (a diverging step)."""
+    from mcc_fast.training.objective import TrainingObjective
+
+    real = TrainingObjective.generator_terms
+
+    def terms_with_nan(self, output, driving, step, **kwargs):
+        terms, diagnostics = real(self, output, driving, step, **kwargs)
+        if step == bad_step:
+            terms["l1"] = terms["l1"] * float("nan")
+        return terms, diagnostics
+
+    monkeypatch.setattr(TrainingObjective, "generator_terms", terms_with_nan)
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_root, tmp_path, monkeypatch):
+    from mcc_fast.training.trainer import TrainingDiverged
+
+    run = tmp_path / "run"
+    settings = ("train.total_iter=6", "checkpoint.every=2", "checkpoint.keep_last=1")
+    _nan_l1_at(monkeypatch, 3)
+    with pytest.raises(TrainingDiverged, match=r"step 3: the loss is not finite \(.*l1 nan.*\).*no checkpoint "
+                       r"written.*" + re.escape(str(run / "checkpoints" / "step_00000002")) + r".*--resume"):
+        train(tiny_config(data_root, *settings), run)
+    root = run / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["step_00000002"]  # not pruned by NaN checkpoints
+    assert all(torch.isfinite(t).all() for t in weights_of(root / "step_00000002").values())
+    assert "step 3: the loss is not finite" in (run / "train.log").read_text()
+    monkeypatch.undo()
+    resumed = train(tiny_config(data_root, *settings, "train.total_iter=3"), run, resume="latest")
+    assert resumed.step == 3 and all(math.isfinite(v) for v in resumed.history[0].values())
+
+
+def test_a_checkpoint_of_non_finite_weights_is_refused(data_root, tmp_path):
+    trainer = Trainer(tiny_config(data_root, "train.total_iter=2"), tmp_path / "run")
+    try:
+        trainer.train()
+        with torch.no_grad():
+            trainer.model.generator.decoder.conv_out.weight[0] = float("nan")
+        trainer.step = 3
+        with pytest.raises(CheckpointError, match=r"not writing the checkpoint of step 3 \(generator\).*NaN or Inf"
+                           r".*earlier checkpoints are kept"):
+            trainer.save()
+    finally:
+        trainer.close()
+    root = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["step_00000002"]
+
+
 def test_truncated_or_foreign_checkpoint_files_are_named(data_root, tmp_path):
     import shutil
 

@@ -20,6 +20,11 @@ from) are seeded from (seed, rank) at the start, and a resume restores their sav
 so a checkpoint's RNG states match a straight run's. Mixed precision: bf16 autocast, or fp16
 autocast with gradient scalers; flows and VQ distances stay fp32.
 
+Divergence: a step whose loss (or a discriminator loss) is NaN or Inf stops the run with a
+`TrainingDiverged` error naming the last checkpoint to resume from (its update made the
+weights non-finite; no checkpoint of them is written, so none of the earlier ones is pruned).
+Under fp16 the gradient scaler skips such an update instead, and the step is only logged.
+
 Run folder: a fresh run (no resume) refuses a folder whose ``checkpoints/`` already holds
 checkpoints unless `overwrite` (which deletes them first). A run resumed from step S of its
 own folder moves the checkpoints after S (an abandoned branch) into
@@ -73,9 +78,18 @@ from .objective import TrainingObjective, build_perceptual_network
 from .sampler import DistributedStepSampler, MicroBatchStream
 from .validation import ValidationResult, validate
 
-__all__ = ["Trainer", "TrainResult", "train"]
+__all__ = ["Trainer", "TrainResult", "TrainingDiverged", "train"]
 
 _AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingDiverged(RuntimeError):
+    """A step's loss was not finite (fp32 / bf16): its update made the weights non-finite, so the
+    run stops without a checkpoint of them; the message names the last checkpoint to resume."""
+
+
+#: The losses that are backpropagated (a non-finite one poisons the weights of an unscaled step).
+_BACKPROPAGATED = ("total", "d_real", "d_fake")
 
 
 @dataclass
@@ -277,6 +291,7 @@ class Trainer:
         self._last_visuals: tuple[torch.Tensor, ...] = ()
         self.step_lr: float | None = None  # the generator's lr of the last step (before its schedule step)
         self._abandoned: list[Path] = []  # later checkpoints of this folder, moved aside at the first save
+        self._last_checkpoint: Path | None = None  # the one resumed from, then the last one written
         try:
             resume_path = self._resume_path(resume)
             self._check_run_folder(resume_path, overwrite)
@@ -288,6 +303,7 @@ class Trainer:
             self._earlier_unreadable: list[str] = []  # skipped before the resumed step
             if resume_path is not None:
                 self._restore(load_checkpoint(resume_path))
+                self._last_checkpoint = resume_path
             self._build_data()
             self._wrap_distributed()
         except BaseException:
@@ -594,6 +610,7 @@ class Trainer:
             "config": self.config.to_yaml(),
             "worker_seeding": "worker RNGs = f(seed, rank, worker id); data items keyed on (seed, epoch, index)",
         }
+        self._check_finite_weights()
         root = self.out_dir / "checkpoints"
         self._move_abandoned()
         path = save_checkpoint(
@@ -601,10 +618,46 @@ class Trainer:
             generator_ema=self.ema.average, motion_estimator=self.model.motion_estimator,
             discriminator=self.discriminator, state=state,
             discriminator_config=vars(self.discriminator.config))
+        self._last_checkpoint = path
         prune_checkpoints(root, self.config.checkpoint.keep_last, newest_step=self.step)
         self.monitor.info(f"checkpoint {path}")
         self.ctx.barrier()
         return path
+
+    def _check_finite_weights(self) -> None:
+        """CheckpointError when a network's weights hold NaN or Inf: such a checkpoint would be
+        useless, and pruning would delete the good earlier ones for it."""
+        from mcc_fast.model.checkpoint import check_finite
+
+        networks = {"generator": self.model.generator, "generator EMA": self.ema.average,
+                    "motion estimator": self.model.motion_estimator, "discriminator": self.discriminator}
+        for name, module in networks.items():
+            try:
+                check_finite(module.state_dict(), f"the checkpoint of step {self.step} ({name})")
+            except CheckpointError as exc:
+                raise CheckpointError(f"not writing {exc}; the earlier checkpoints are kept") from None
+
+    def _check_losses(self, losses: dict[str, float]) -> None:
+        """After a step: log its non-finite losses; when a backpropagated one is not finite
+        on any rank and no gradient scaler skipped the update (fp32 / bf16), raise
+        `TrainingDiverged` naming the last checkpoint (collective: every rank calls it)."""
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        scaled = self.scalers["generator"].is_enabled()
+        poisoned = not scaled and any(k in bad for k in _BACKPROPAGATED)
+        if bad and not poisoned:
+            note = " (fp16: the gradient scaler skips this update)" if scaled else ""
+            self.monitor.info(f"step {self.step}: non-finite losses {bad}{note}")
+        if not self.ctx.any_flag(poisoned):
+            return
+        shown = ", ".join(f"{k} {v}" for k, v in bad.items()) or "on another rank"
+        last = self._last_checkpoint
+        where = (f"The last checkpoint, {last}, is intact: continue from it with --resume {last}" if last
+                 else "No checkpoint was written yet: start again")
+        message = (f"step {self.step}: the loss is not finite ({shown}); training stopped, no checkpoint written "
+                   f"(this step's update made the weights non-finite). {where}, after a change that avoids "
+                   "it (e.g. a lower optim.lr, train.precision fp32, or checking the data)")
+        self.monitor.info(message)
+        raise TrainingDiverged(message)
 
     # ---- one iteration -------------------------------------------------------------------------
 
@@ -764,9 +817,7 @@ class Trainer:
                 _quiet_data_warnings()
             while self.step < cfg.train.total_iter:
                 losses = self.train_step(self.stream.next_step())
-                if not all(math.isfinite(v) for v in losses.values()):
-                    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-                    self.monitor.info(f"step {self.step}: non-finite losses {bad}")
+                self._check_losses(losses)
                 result.history.append(losses)
                 window.append(losses)
                 self.monitor.step(self.step, losses)
