@@ -1,7 +1,10 @@
 """What the trainer reports: a progress bar, a text log, TensorBoard scalars and image grids.
 
 Only rank 0 reports. TensorBoard is imported when first used (``log.tensorboard: true``);
-without it installed the run goes on with a note in the log.
+without it installed the run goes on with a note in the log. Reporting never stops a run: a
+TensorBoard writer that fails (disk full, I/O error) is turned off with one note in the log,
+and a train.log that can no longer be written leaves the lines on the console (one note says
+so). A train.log that cannot be opened when the run starts is an error.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ class TrainingMonitor:
         self._tensorboard = tensorboard and enabled and out_dir is not None
         self._bar = None
         self._log_file = None
+        self._log_ok = True  # False after a train.log write error
         self._progress = progress and enabled
         self._total_iter = total_iter
         self._last_time = time.perf_counter()
@@ -48,10 +52,21 @@ class TrainingMonitor:
         # (bad data, a folder holding another run) leaves no empty train.log or run folder behind.
 
     def _log(self):
-        if self._log_file is None and self.enabled and self.out_dir is not None:
+        if self._log_file is None and self.enabled and self._log_ok and self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.out_dir / "train.log", "a", buffering=1)
         return self._log_file
+
+    def _log_failed(self, exc: OSError) -> None:
+        """Stop writing train.log after a write error (one note on the console); the run goes on."""
+        file, self._log_file = self._log_file, None
+        self._log_ok = False
+        try:
+            file.close()
+        except OSError:
+            pass
+        print(f"mcc-fast train: note: cannot write {self.out_dir / 'train.log'} ({exc}); "
+              "the log goes on on the console only", file=sys.stderr, flush=True)
 
     def _progress_bar(self, step: int):
         if self._bar is None and self._progress:
@@ -69,7 +84,10 @@ class TrainingMonitor:
             return
         line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {message}"
         if self._log() is not None:
-            self._log_file.write(line + "\n")
+            try:
+                self._log_file.write(line + "\n")
+            except OSError as exc:
+                self._log_failed(exc)
         if self._bar is not None:
             self._bar.write(line, file=sys.stderr)
         else:
@@ -103,22 +121,42 @@ class TrainingMonitor:
                 self._tensorboard = False
                 self.info(f"TensorBoard logging off: {exc}")
                 return None
-            self._writer = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
+            try:
+                self._writer = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
+            except Exception as exc:
+                self._tensorboard_failed(exc)
         return self._writer
+
+    def _tensorboard_failed(self, exc: Exception) -> None:
+        """Turn TensorBoard off after an error of its writer (one note in the log); the run goes on."""
+        writer, self._writer, self._tensorboard = self._writer, None, False
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:
+                pass
+        self.info(f"TensorBoard logging off after an error writing {self.out_dir / 'tensorboard'}: {exc} "
+                  "(training goes on)")
 
     def scalars(self, step: int, values: Mapping[str, float], prefix: str = "train") -> None:
         """TensorBoard scalars `prefix/name` at `step`."""
         writer = self._tb() if self.enabled else None
         if writer is None:
             return
-        for name, value in values.items():
-            writer.add_scalar(f"{prefix}/{name}", float(value), step)
+        try:
+            for name, value in values.items():
+                writer.add_scalar(f"{prefix}/{name}", float(value), step)
+        except Exception as exc:
+            self._tensorboard_failed(exc)
 
     def images(self, step: int, name: str, grid: torch.Tensor) -> None:
         """A (3, H, W) [0, 1] image in TensorBoard."""
         writer = self._tb() if self.enabled else None
         if writer is not None:
-            writer.add_image(name, grid, step)
+            try:
+                writer.add_image(name, grid, step)
+            except Exception as exc:
+                self._tensorboard_failed(exc)
 
     def close(self) -> None:
         """Flush and close everything."""
@@ -126,8 +164,15 @@ class TrainingMonitor:
             self._bar.close()
             self._bar = None
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            try:
+                writer.close()
+            except Exception as exc:  # the last events may be lost; the run itself is done
+                self._tensorboard_failed(exc)
         if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+            file, self._log_file = self._log_file, None
+            try:
+                file.close()
+            except OSError as exc:
+                self._log_file = file
+                self._log_failed(exc)
