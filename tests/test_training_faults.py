@@ -54,3 +54,57 @@ def test_a_failing_train_log_goes_on_on_the_console(data_root, tmp_path, monkeyp
     err = capsys.readouterr().err
     assert err.count("cannot write") == 1 and str(run / "train.log") in err and "No space left" in err
     assert "done at step 2" in err  # the console keeps the log
+
+
+def _cli(data_root, out, *settings: str) -> list[str]:
+    """`mcc-fast train` argv of the quiet tiny config (see tiny_config) plus `settings`."""
+    base = ["data.repeats=2", "data.batch_size=2", "data.num_workers=0", "log.progress=false",
+            "log.tensorboard=false", "log.print_every=0", "log.val_every=0", "log.image_every=0",
+            "loss.start_iters={gan: 1000000}", "optim.milestones=[1000]", *settings]
+    argv = ["train", "--config", "smoke", "--data", str(data_root), "--out", str(out), "--random-vgg"]
+    for setting in base:
+        argv += ["--set", setting]
+    return argv
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if "mcc-fast train: error" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_failed_checkpoint_write_says_what_failed_and_what_is_kept(data_root, tmp_path, monkeypatch, capsys):
+    from mcc_fast.cli import main
+    from mcc_fast.training import checkpointing
+
+    run = tmp_path / "run"
+    real_write = checkpointing._write_file
+
+    def full_disk(path, data):
+        if path.parent.name.startswith(".tmp-step_00000004"):
+            raise _enospc()
+        real_write(path, data)
+
+    monkeypatch.setattr(checkpointing, "_write_file", full_disk)
+    settings = ("train.total_iter=4", "checkpoint.every=2")
+    assert main(_cli(data_root, run, *settings)) == 2
+    line = _one_error_line(capsys)
+    good = run / "checkpoints" / "step_00000002"
+    assert "could not write the checkpoint of step 4" in line and "No space left on device" in line
+    assert f"the earlier checkpoints are intact (the newest: {good})" in line and "--resume" in line
+    assert sorted(os.listdir(run / "checkpoints")) == ["step_00000002"]
+    monkeypatch.undo()
+    assert main(_cli(data_root, run, *settings) + ["--resume"]) == 0
+    assert sorted(os.listdir(run / "checkpoints")) == ["step_00000002", "step_00000004"]
+
+
+def test_a_failed_pruning_is_noted(data_root, tmp_path, monkeypatch):
+    from mcc_fast.training import checkpointing
+
+    monkeypatch.setattr(checkpointing.shutil, "rmtree", lambda *args, **kwargs: None)  # e.g. EACCES, ignored
+    run = tmp_path / "run"
+    train(tiny_config(data_root, "train.total_iter=2", "checkpoint.every=1", "checkpoint.keep_last=1"), run)
+    assert sorted(os.listdir(run / "checkpoints")) == ["step_00000001", "step_00000002"]
+    log = (run / "train.log").read_text()
+    assert "could not delete the older checkpoint(s) step_00000001" in log and "checkpoint.keep_last 1" in log

@@ -78,9 +78,17 @@ from .objective import TrainingObjective, build_perceptual_network
 from .sampler import DistributedStepSampler, MicroBatchStream
 from .validation import ValidationResult, validate
 
-__all__ = ["Trainer", "TrainResult", "TrainingDiverged", "train"]
+__all__ = ["Trainer", "TrainResult", "TrainingDiverged", "CheckpointWriteError", "train"]
 
 _AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, I/O or permission error): the message names
+    the step, the cause, the newest checkpoint kept and how to continue; `errno` is the cause's."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class TrainingDiverged(RuntimeError):
@@ -612,17 +620,41 @@ class Trainer:
         }
         self._check_finite_weights()
         root = self.out_dir / "checkpoints"
-        self._move_abandoned()
-        path = save_checkpoint(
-            root, self.step, config=self.model_config, generator=self.model.generator,
-            generator_ema=self.ema.average, motion_estimator=self.model.motion_estimator,
-            discriminator=self.discriminator, state=state,
-            discriminator_config=vars(self.discriminator.config))
+        try:
+            self._move_abandoned()
+            path = save_checkpoint(
+                root, self.step, config=self.model_config, generator=self.model.generator,
+                generator_ema=self.ema.average, motion_estimator=self.model.motion_estimator,
+                discriminator=self.discriminator, state=state,
+                discriminator_config=vars(self.discriminator.config))
+        except OSError as exc:
+            raise self._write_error(exc, root) from exc
         self._last_checkpoint = path
-        prune_checkpoints(root, self.config.checkpoint.keep_last, newest_step=self.step)
+        self._prune(root)
         self.monitor.info(f"checkpoint {path}")
         self.ctx.barrier()
         return path
+
+    def _write_error(self, exc: OSError, root: Path) -> CheckpointWriteError:
+        """The one-line error of a failed checkpoint write (logged too): step, cause, what is kept."""
+        last = self._last_checkpoint
+        if last is None:
+            kept = "no earlier checkpoint of this run: nothing to resume"
+        else:
+            again = "--resume" if last.parent == root else f"--resume {last}"
+            kept = (f"the earlier checkpoints are intact (the newest: {last}): free some space or fix the "
+                    f"folder, then continue with {again}")
+        message = f"could not write the checkpoint of step {self.step} to {root}: {exc}; {kept}"
+        self.monitor.info(message)
+        return CheckpointWriteError(exc.errno, message)
+
+    def _prune(self, root: Path) -> None:
+        """Delete the checkpoints past `checkpoint.keep_last`; a note names those that could not be."""
+        keep = self.config.checkpoint.keep_last
+        left = [p for p in prune_checkpoints(root, keep, newest_step=self.step) if p.exists()]
+        if left:
+            self.monitor.info(f"could not delete the older checkpoint(s) {', '.join(p.name for p in left)} "
+                              f"(checkpoint.keep_last {keep}): they still take disk space in {root}")
 
     def _check_finite_weights(self) -> None:
         """CheckpointError when a network's weights hold NaN or Inf: such a checkpoint would be
