@@ -7,6 +7,8 @@ from __future__ import annotations
 import errno
 import os
 
+import pytest
+
 
 from mcc_fast.training import monitor
 from mcc_fast.training.trainer import train
@@ -108,3 +110,27 @@ def test_a_failed_pruning_is_noted(data_root, tmp_path, monkeypatch):
     assert sorted(os.listdir(run / "checkpoints")) == ["step_00000001", "step_00000002"]
     log = (run / "train.log").read_text()
     assert "could not delete the older checkpoint(s) step_00000001" in log and "checkpoint.keep_last 1" in log
+
+
+@pytest.mark.parametrize("damage", ["truncate generator.safetensors", "delete state.pt"])
+def test_resume_of_a_damaged_newest_checkpoint_names_the_previous_good_one(data_root, tmp_path, capsys, damage):
+    from mcc_fast.cli import main
+
+    run = tmp_path / "run"
+    settings = ("train.total_iter=4", "checkpoint.every=2")
+    assert main(_cli(data_root, run, *settings)) == 0
+    how, name = damage.split()
+    bad = run / "checkpoints" / "step_00000004" / name
+    if how == "truncate":
+        bad.write_bytes(bad.read_bytes()[:100])
+    else:
+        bad.unlink()
+    capsys.readouterr()
+    assert main(_cli(data_root, run, *settings) + ["--resume"]) == 2
+    line = _one_error_line(capsys)
+    good = run / "checkpoints" / "step_00000002"
+    assert str(bad) in line and f"continue from the previous intact one with --resume {good}" in line, line
+    assert sorted(os.listdir(run / "checkpoints")) == ["step_00000002", "step_00000004"]  # nothing moved or lost
+    assert main(_cli(data_root, run, *settings) + ["--resume", str(good)]) == 0
+    aside = [p for p in (run / "checkpoints").iterdir() if p.name.startswith("abandoned-")]
+    assert len(aside) == 1 and (aside[0] / "step_00000004").is_dir()  # the damaged one, kept aside

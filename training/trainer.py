@@ -221,6 +221,19 @@ def _checkpoint_folder(path: Path) -> Path:
     return path  # loading names the missing file
 
 
+def _intact(folder: Path) -> bool:
+    """Whether a checkpoint folder's files match the sizes and hashes its state file records."""
+    from mcc_fast.model.checkpoint import WEIGHTS_NAME
+
+    from .checkpointing import DISCRIMINATOR_NAME, GENERATOR_NAME, verify_recorded_files
+
+    try:
+        verify_recorded_files(folder, (WEIGHTS_NAME, GENERATOR_NAME, DISCRIMINATOR_NAME))
+    except CheckpointError:
+        return False
+    return True
+
+
 def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
@@ -276,7 +289,8 @@ class Trainer:
 
     out_dir: run folder (config.yaml, train.log, tensorboard/, checkpoints/); None writes
     nothing (no checkpoints, no logs). resume: None, "latest" (the newest checkpoint in
-    out_dir/checkpoints; a fresh start when there is none) or a checkpoint folder.
+    out_dir/checkpoints; a fresh start when there is none; a damaged one is a CheckpointError
+    naming the previous intact checkpoint to pass instead) or a checkpoint folder.
     init_from: starting weights (see `checkpointing.load_init_weights`). overwrite: a run
     not resumed from out_dir's own checkpoints deletes those (otherwise it is refused, a
     ConfigError). context: the distributed context (default: from torchrun's environment).
@@ -310,7 +324,7 @@ class Trainer:
             self._position = {"epoch": 0, "step_in_epoch": 0}
             self._earlier_unreadable: list[str] = []  # skipped before the resumed step
             if resume_path is not None:
-                self._restore(load_checkpoint(resume_path))
+                self._restore(self._load_resumed(resume_path, latest=str(resume) == "latest"))
                 self._last_checkpoint = resume_path
             self._build_data()
             self._wrap_distributed()
@@ -457,11 +471,27 @@ class Trainer:
         if str(resume) == "latest":
             if self.out_dir is None:
                 raise ConfigError("--resume needs --out (the run folder holding checkpoints/)")
-            path = latest_checkpoint(self.out_dir / "checkpoints")
+            found = list_checkpoints(self.out_dir / "checkpoints")
+            path = found[-1] if found else None  # a damaged newest one is an error, not skipped
             if path is None:
                 self.monitor.info(f"resume: no checkpoint in {self.out_dir / 'checkpoints'}; starting at step 0")
             return path
         return _checkpoint_folder(Path(resume))
+
+    def _load_resumed(self, path: Path, latest: bool) -> Checkpoint:
+        """The checkpoint `path`; when it is the newest of the run folder (`latest`) and damaged,
+        the CheckpointError names the previous intact checkpoint to pass to --resume."""
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as exc:
+            if not latest:
+                raise
+            older = [p for p in list_checkpoints(path.parent) if checkpoint_step(p) < checkpoint_step(path)]
+            good = next((p for p in reversed(older) if _intact(p)), None)
+            hint = (f"continue from the previous intact one with --resume {good} (the damaged {path.name} is "
+                    "then moved to checkpoints/abandoned-<time>/)" if good is not None
+                    else "no earlier checkpoint of this run is intact")
+            raise CheckpointError(f"{exc}; the newest checkpoint {path.name} is damaged: {hint}") from None
 
     def _check_run_folder(self, resume_path: Path | None, overwrite: bool) -> None:
         """Refuse (or with `overwrite`, clear) a run folder holding another run's checkpoints;
