@@ -134,3 +134,54 @@ def test_resume_of_a_damaged_newest_checkpoint_names_the_previous_good_one(data_
     assert main(_cli(data_root, run, *settings) + ["--resume", str(good)]) == 0
     aside = [p for p in (run / "checkpoints").iterdir() if p.name.startswith("abandoned-")]
     assert len(aside) == 1 and (aside[0] / "step_00000004").is_dir()  # the damaged one, kept aside
+
+
+def _free_bytes(monkeypatch, free: int) -> None:
+    from collections import namedtuple
+
+    import shutil
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * free + 1, 9 * free + 1, free))
+
+
+def test_an_out_folder_without_room_for_a_checkpoint_is_refused_before_training(data_root, tmp_path, monkeypatch,
+                                                                              capsys):
+    from mcc_fast.cli import main
+
+    _free_bytes(monkeypatch, 1000)
+    run = tmp_path / "run"
+    assert main(_cli(data_root, run, "train.total_iter=2")) == 2
+    line = _one_error_line(capsys)
+    assert f"--out {run}" in line and "1000 bytes free" in line and "a checkpoint takes about" in line, line
+    assert "step 1/" not in (run / "train.log").read_text()  # refused before the first step
+    assert not [p for p in (run / "checkpoints").iterdir()]  # the probe left nothing
+
+
+def test_an_out_folder_with_room_for_fewer_checkpoints_than_kept_is_noted(data_root, tmp_path, monkeypatch):
+    from mcc_fast.training.trainer import Trainer
+
+    trainer = Trainer(tiny_config(data_root, "train.total_iter=1", "checkpoint.keep_last=3"), tmp_path / "run")
+    try:
+        size = trainer.checkpoint_bytes()
+        _free_bytes(monkeypatch, int(2.5 * size))
+        trainer.train()
+    finally:
+        trainer.close()
+    assert "room for about 2 checkpoint(s)" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_an_unwritable_checkpoints_folder_is_found_before_training(data_root, tmp_path, monkeypatch, capsys):
+    from mcc_fast.cli import main
+    from mcc_fast.training import checkpointing
+
+    def read_only(path, data):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(checkpointing, "_write_file", read_only)  # e.g. a read-only checkpoints/ folder
+    run = tmp_path / "run"
+    assert main(_cli(data_root, run, "train.total_iter=2")) == 2
+    line = _one_error_line(capsys)
+    assert f"--out {run}: cannot write checkpoints to {run / 'checkpoints'}" in line and "Permission denied" in line
+    assert "step 1/" not in (run / "train.log").read_text()
+    assert not [p for p in (run / "checkpoints").iterdir()]

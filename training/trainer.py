@@ -35,6 +35,7 @@ logging the ones that changed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import random
@@ -219,6 +220,21 @@ def _checkpoint_folder(path: Path) -> Path:
         raise ConfigError(f"--resume {os.fspath(path)!r}: a run folder, not a checkpoint folder: continue it "
                           f"with --out {os.fspath(run)} --resume, or pass a checkpoint such as {newest}")
     return path  # loading names the missing file
+
+
+def _write_probe(path: Path, data: bytes) -> None:
+    """Write and fsync `path` the way checkpoint files are written (`checkpointing._write_file`)."""
+    from . import checkpointing
+
+    checkpointing._write_file(path, data)
+
+
+def _remove_probe(folder: Path) -> None:
+    """Remove the probe folder of `_check_checkpoint_room` and its one file (what exists of them)."""
+    with contextlib.suppress(OSError):
+        (folder / STATE_NAME).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def _intact(folder: Path) -> bool:
@@ -665,6 +681,44 @@ class Trainer:
         self.ctx.barrier()
         return path
 
+    def checkpoint_bytes(self) -> int:
+        """About how many bytes one checkpoint takes: the four networks' tensors (generator, its
+        EMA, motion estimator, discriminator) and Adam's two moments of every trained parameter."""
+        modules = (self.model.generator, self.ema.average, self.model.motion_estimator, self.discriminator)
+        weights = sum(t.numel() * t.element_size() for m in modules for t in m.state_dict().values())
+        trained = (self.model.generator, self.model.motion_estimator, self.discriminator)
+        moments = 2 * sum(p.numel() * 4 for m in trained for p in m.parameters())
+        return weights + moments
+
+    def _check_checkpoint_room(self) -> None:
+        """Before the first step (main rank): checkpoints/ must take a file (written, fsynced,
+        renamed, removed) and the disk must have room for one checkpoint, else an OSError
+        naming --out; room for fewer than keep_last + 1 (a save keeps the old ones until it
+        is done) is noted. Found hours in, at the first checkpoint, these cost the run so far."""
+        root = self.out_dir / "checkpoints"
+        probe = root / f".tmp-step_probe-{os.getpid()}"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe.mkdir(exist_ok=True)
+            _write_probe(probe / STATE_NAME, b"probe")
+            os.rename(probe, probe.with_name(probe.name + "-renamed"))
+            probe = probe.with_name(probe.name + "-renamed")
+        except OSError as exc:
+            raise CheckpointWriteError(exc.errno, f"--out {self.out_dir}: cannot write checkpoints to {root}: "
+                                                  f"{exc}") from exc
+        finally:
+            _remove_probe(probe)
+        size, free = self.checkpoint_bytes(), shutil.disk_usage(root).free
+        if free < size:
+            raise CheckpointWriteError(errno.ENOSPC, f"--out {self.out_dir}: {free} bytes free on the disk of {root}, "
+                                                     f"a checkpoint takes about {size}: the first one would fail; "
+                                                     "free some space or choose another --out")
+        wanted = self.config.checkpoint.keep_last + 1
+        if free < wanted * size:
+            self.monitor.info(f"note: the disk of {root} has room for about {free // size} checkpoint(s) of "
+                              f"{size / 2**20:.1f} MiB; checkpoint.keep_last {wanted - 1} needs {wanted} while "
+                              "saving: a later checkpoint may fail for lack of space")
+
     def _write_error(self, exc: OSError, root: Path) -> CheckpointWriteError:
         """The one-line error of a failed checkpoint write (logged too): step, cause, what is kept."""
         last = self._last_checkpoint
@@ -861,6 +915,7 @@ class Trainer:
             from mcc_fast.io.atomic import atomic_write_bytes
 
             atomic_write_bytes(self.out_dir / "config.yaml", cfg.to_yaml().encode())
+            self._check_checkpoint_room()
         params = self.model.num_parameters()
         self.monitor.info(
             f"training {cfg.name}: {params['total'] / 1e6:.2f}M parameters "
