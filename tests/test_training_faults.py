@@ -185,3 +185,22 @@ def test_an_unwritable_checkpoints_folder_is_found_before_training(data_root, tm
     assert f"--out {run}: cannot write checkpoints to {run / 'checkpoints'}" in line and "Permission denied" in line
     assert "step 1/" not in (run / "train.log").read_text()
     assert not [p for p in (run / "checkpoints").iterdir()]
+
+
+def test_a_stop_request_is_acknowledged_at_once(data_root, tmp_path, monkeypatch, capfd):
+    import signal
+
+    from mcc_fast.training.trainer import Trainer
+
+    real_step = Trainer.train_step
+
+    def step_then_sigterm(self, batches):
+        losses = real_step(self, batches)
+        os.kill(os.getpid(), signal.SIGTERM)  # e.g. the cluster's scheduler, during the step
+        return losses
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_sigterm)
+    result = train(tiny_config(data_root, "train.total_iter=3"), tmp_path / "run")
+    assert result.interrupted and result.step == 1 and result.checkpoint.name == "step_00000001"
+    err = capfd.readouterr().err
+    assert err.count("stop requested (SIGTERM)") == 1 and "then a checkpoint" in err and "Ctrl-C again" in err

@@ -276,13 +276,19 @@ def _worker_init(worker_id: int) -> None:
 
 
 class _StopRequest:
-    """SIGINT/SIGTERM -> finish the current iteration, checkpoint, stop (a second SIGINT aborts)."""
+    """SIGINT/SIGTERM -> finish the current iteration, checkpoint, stop (a second SIGINT aborts).
 
-    def __init__(self) -> None:
+    announce: say so on stderr at the first signal (the stop may wait for a validation or a
+    checkpoint write); only in this process, not in the data workers forked with the handler."""
+
+    def __init__(self, announce: bool = True) -> None:
         self.requested = False
+        self._announce = announce
+        self._pid = os.getpid()
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopRequest":
+        self._pid = os.getpid()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -293,6 +299,11 @@ class _StopRequest:
     def _handle(self, signum, frame) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if not self.requested and self._announce and os.getpid() == self._pid:
+            name = signal.Signals(signum).name
+            # os.write, not print: a handler may run in the middle of another write to stderr.
+            os.write(2, f"mcc-fast train: stop requested ({name}): finishing this step, then a checkpoint "
+                        "(Ctrl-C again aborts without one)\n".encode())
         self.requested = True
 
     def __exit__(self, *exc) -> None:
@@ -929,7 +940,7 @@ class Trainer:
         known_unreadable = 0
         interrupted = False
         self.monitor.iterations_per_second(self.step)
-        with _StopRequest() as stop, warnings.catch_warnings():
+        with _StopRequest(announce=self.ctx.is_main) as stop, warnings.catch_warnings():
             if not self.ctx.is_main:
                 _quiet_data_warnings()
             while self.step < cfg.train.total_iter:

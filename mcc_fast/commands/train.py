@@ -7,6 +7,10 @@
 A fresh run into a run folder that already holds checkpoints is refused: continue it with
 --resume, or start afresh with --overwrite (deletes those checkpoints first).
 
+Ctrl-C or SIGTERM stops after the current step with a checkpoint (exit status 0; continue
+with --resume); a second Ctrl-C aborts at once without one (exit status 130). Errors (a
+diverged loss, a checkpoint that could not be written) are one line, exit status 2.
+
 Several GPUs or nodes: ``torchrun --nproc-per-node 4 -m mcc_fast.training --config ... --data ...``.
 """
 from __future__ import annotations
@@ -27,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None,
                         help="dataset root in the FOMM layout (train/ and test/ folders of videos); "
                              "overrides data.root")
-    parser.add_argument("--out", default=None, help="run folder (default runs/<the config's name:>, e.g. runs/mcc-smoke)")
+    parser.add_argument("--out", default=None,
+                        help="run folder (default runs/<the config's name:>, e.g. runs/mcc-smoke)")
     parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
                         help="continue exactly from the newest checkpoint in --out (or from CHECKPOINT, a "
                              "checkpoint folder); starts fresh when --out holds none. Resuming from an older "
