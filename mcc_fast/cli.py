@@ -6,9 +6,11 @@ can fix (bad paths, bad arguments, no GPU) print one line and exit non-zero, no 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import sys
+import warnings
 
 # name -> (module, help). Every module is imported to build the parser (its add_arguments).
 COMMANDS = {
@@ -34,6 +36,22 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
     return value
+
+
+def print_note(prog: str, message: str) -> None:
+    """One `PROG: note: MESSAGE` line on stderr (above a tqdm progress bar when one is shown)."""
+    from tqdm import tqdm
+
+    tqdm.write(f"{prog}: note: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def warnings_as_notes(prog: str):
+    """Inside the block, Python warnings (unreadable videos, resized frames, ...) print as one-line
+    `print_note` lines, not with the source file and line that raised them."""
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *args, **kwargs: print_note(prog, str(message))
+        yield
 
 
 DEVICE_HELP = "cuda, cuda:N or cpu (default: cuda when available, else cpu)"

@@ -16,11 +16,10 @@ import argparse
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from ..assets import DEMO_MODEL, DEMO_MODEL_NOTE  # the model used when --checkpoint is not given
-from ..cli import DEVICE_HELP, device_option, positive_int
+from ..cli import DEVICE_HELP, device_option, positive_int, print_note, warnings_as_notes
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 PROG = "mcc-fast animate"
@@ -139,17 +138,13 @@ def run(args: argparse.Namespace) -> int:
     model = Model.from_pretrained(checkpoint, device=device, dtype=dtype)
 
     def note(message: str) -> None:
-        tqdm.write(f"{PROG}: note: {message}", file=sys.stderr)
+        print_note(PROG, message)
 
     if args.checkpoint is None:
         note(DEMO_MODEL_NOTE)
 
-    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-        note(str(message))
-
     started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.showwarning = show_warning
+    with warnings_as_notes(PROG):
         frames = model.animate(
             source_image, iter_video_frames(driving, what="--driving video"), relative=args.relative,
             adapt_scale=args.adapt_scale, batch_size=args.batch, side_by_side=args.side_by_side, crop=crop,

@@ -16,10 +16,9 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-import warnings
 from pathlib import Path
 
-from ..cli import DEVICE_HELP, CommandError, device_option, positive_int
+from ..cli import DEVICE_HELP, CommandError, device_option, positive_int, print_note, warnings_as_notes
 
 PROG = "mcc-fast evaluate"
 
@@ -68,14 +67,7 @@ _PIXEL_METRICS = ("l1", "psnr", "lpips")
 
 
 def _note(message: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(f"{PROG}: note: {message}", file=sys.stderr)
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Python warnings (unreadable videos, resizes) as one-line notes."""
-    _note(str(message))
+    print_note(PROG, message)
 
 
 # ---- checks before anything runs ----------------------------------------------------------
@@ -275,8 +267,7 @@ def _video_names(folder: Path) -> dict[str, int]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command (warnings are shown as one-line notes)."""
-    with warnings.catch_warnings():
-        warnings.showwarning = _show_warning
+    with warnings_as_notes(PROG):
         return _run(args)
 
 

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import warnings
 from pathlib import Path
 
-from ..cli import positive_int
+from ..cli import positive_int, warnings_as_notes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,14 +77,6 @@ def build_config(args: argparse.Namespace):
     return load_config(args.config, overrides + list(args.overrides))
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Python warnings (unreadable videos, resized frames) as one-line notes, not with the
-    source file and line that raised them."""
-    from tqdm import tqdm
-
-    tqdm.write(f"mcc-fast train: note: {message}", file=sys.stderr)
-
-
 def run(args: argparse.Namespace) -> int:
     """Train; returns 0 when finished or stopped cleanly (a checkpoint was written)."""
     from mcc_fast.io.paths import output_folder
@@ -96,8 +86,7 @@ def run(args: argparse.Namespace) -> int:
         output_folder(args.out, "--out")
     config = build_config(args)
     out = Path(args.out) if args.out is not None else Path("runs") / config.name
-    with warnings.catch_warnings():
-        warnings.showwarning = _show_warning
+    with warnings_as_notes("mcc-fast train"):
         result = train(config, out, resume=args.resume, init_from=args.init_from, stop_at=args.stop_at,
                        overwrite=getattr(args, "overwrite", False))
     if os.environ.get("RANK", "0") != "0":
