@@ -57,6 +57,7 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from mcc_fast.model.model import Model
 
+from . import checkpointing  # (its _write_file looked up at call time: tests patch it)
 from .checkpointing import (
     STATE_NAME,
     CheckpointError,
@@ -222,13 +223,6 @@ def _checkpoint_folder(path: Path) -> Path:
     return path  # loading names the missing file
 
 
-def _write_probe(path: Path, data: bytes) -> None:
-    """Write and fsync `path` the way checkpoint files are written (`checkpointing._write_file`)."""
-    from . import checkpointing
-
-    checkpointing._write_file(path, data)
-
-
 def _remove_probe(folder: Path) -> None:
     """Remove the probe folder of `_check_checkpoint_room` and its one file (what exists of them)."""
     with contextlib.suppress(OSError):
@@ -288,7 +282,6 @@ class _StopRequest:
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopRequest":
-        self._pid = os.getpid()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -692,12 +685,17 @@ class Trainer:
         self.ctx.barrier()
         return path
 
+    def _checkpointed_networks(self) -> dict[str, nn.Module]:
+        """The networks a checkpoint stores, by name (the EMA generator is not trained itself)."""
+        return {"generator": self.model.generator, "generator EMA": self.ema.average,
+                "motion estimator": self.model.motion_estimator, "discriminator": self.discriminator}
+
     def checkpoint_bytes(self) -> int:
         """About how many bytes one checkpoint takes: the four networks' tensors (generator, its
         EMA, motion estimator, discriminator) and Adam's two moments of every trained parameter."""
-        modules = (self.model.generator, self.ema.average, self.model.motion_estimator, self.discriminator)
-        weights = sum(t.numel() * t.element_size() for m in modules for t in m.state_dict().values())
-        trained = (self.model.generator, self.model.motion_estimator, self.discriminator)
+        networks = self._checkpointed_networks()
+        weights = sum(t.numel() * t.element_size() for m in networks.values() for t in m.state_dict().values())
+        trained = [m for name, m in networks.items() if name != "generator EMA"]
         moments = 2 * sum(p.numel() * 4 for m in trained for p in m.parameters())
         return weights + moments
 
@@ -711,7 +709,7 @@ class Trainer:
         try:
             root.mkdir(parents=True, exist_ok=True)
             probe.mkdir(exist_ok=True)
-            _write_probe(probe / STATE_NAME, b"probe")
+            checkpointing._write_file(probe / STATE_NAME, b"probe")  # as checkpoint files are written
             os.rename(probe, probe.with_name(probe.name + "-renamed"))
             probe = probe.with_name(probe.name + "-renamed")
         except OSError as exc:
@@ -756,9 +754,7 @@ class Trainer:
         useless, and pruning would delete the good earlier ones for it."""
         from mcc_fast.model.checkpoint import check_finite
 
-        networks = {"generator": self.model.generator, "generator EMA": self.ema.average,
-                    "motion estimator": self.model.motion_estimator, "discriminator": self.discriminator}
-        for name, module in networks.items():
+        for name, module in self._checkpointed_networks().items():
             try:
                 check_finite(module.state_dict(), f"the checkpoint of step {self.step} ({name})")
             except CheckpointError as exc:
