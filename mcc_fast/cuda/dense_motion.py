@@ -15,19 +15,16 @@ from ._common import current_stream, dtype_code
 MAX_LAUNCH_BATCH = 65535  # grid.z (grid.y for compose_flow) limit: larger batches run in chunks of this many
 
 
-def _jac(kp_s, jac_s, jac_d) -> tuple[int, int, bool]:
+def _jac(kp_s, jac_s, jac_d, rows: slice) -> tuple[int, int, bool]:
+    """(jac_source pointer, jac_driving pointer, has_jac) of batch rows `rows` (kp_s's when None)."""
     if jac_s is None:
-        return kp_s.data_ptr(), kp_s.data_ptr(), False
-    return jac_s.data_ptr(), jac_d.data_ptr(), True
+        return kp_s[rows].data_ptr(), kp_s[rows].data_ptr(), False
+    return jac_s[rows].data_ptr(), jac_d[rows].data_ptr(), True
 
 
 def _batch_chunks(bs: int) -> list[slice]:
     """Slices of at most MAX_LAUNCH_BATCH batch rows covering range(bs) (one launch each)."""
     return [slice(s, min(s + MAX_LAUNCH_BATCH, bs)) for s in range(0, bs, MAX_LAUNCH_BATCH)]
-
-
-def _rows(t: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
-    return None if t is None else t[rows]
 
 
 def _num_blocks(ext, h: int, w: int) -> int:
@@ -55,7 +52,7 @@ def sparse_motions(kp_s: torch.Tensor, kp_d: torch.Tensor, jac_s: torch.Tensor |
     out = torch.empty(bs, num_kp + 1, h, w, 2, dtype=dtype, device=kp_s.device)
     with torch.cuda.device(kp_s.device):
         for b in _batch_chunks(bs):
-            js, jd, has_jac = _jac(kp_s[b], _rows(jac_s, b), _rows(jac_d, b))
+            js, jd, has_jac = _jac(kp_s, jac_s, jac_d, b)
             ext.sparse_motions_forward(kp_s[b].data_ptr(), kp_d[b].data_ptr(), js, jd, has_jac, b.stop - b.start,
                                        num_kp, h, w, dtype_code(out, "out"), out[b].data_ptr(), current_stream(kp_s))
     return out
@@ -71,7 +68,7 @@ def dense_motion_input_forward(source: torch.Tensor, kp_s: torch.Tensor, kp_d: t
     out = torch.empty(bs, (num_kp + 1) * (channels + 1), h, w, dtype=source.dtype, device=source.device)
     with torch.cuda.device(source.device):
         for b in _batch_chunks(bs):
-            js, jd, has_jac = _jac(kp_s[b], _rows(jac_s, b), _rows(jac_d, b))
+            js, jd, has_jac = _jac(kp_s, jac_s, jac_d, b)
             ext.dense_motion_input_forward(
                 source[b].data_ptr(), *source.stride(), b.stop - b.start, channels, h, w,
                 dtype_code(source, "source"), kp_s[b].data_ptr(), kp_d[b].data_ptr(), js, jd, has_jac, num_kp,
@@ -93,7 +90,7 @@ def dense_motion_input_backward(grad: torch.Tensor, source: torch.Tensor, kp_s: 
             else torch.empty(0, dtype=torch.float32, device=source.device))
     with torch.cuda.device(source.device):
         for b in _batch_chunks(bs):
-            js, jd, has_jac = _jac(kp_s[b], _rows(jac_s, b), _rows(jac_d, b))
+            js, jd, has_jac = _jac(kp_s, jac_s, jac_d, b)
             ext.dense_motion_input_backward(
                 grad[b].data_ptr(), source[b].data_ptr(), *source.stride(), b.stop - b.start, channels, h, w,
                 dtype_code(source, "source"), kp_s[b].data_ptr(), kp_d[b].data_ptr(), js, jd, has_jac, num_kp,
@@ -112,7 +109,7 @@ def compose_flow_forward(logits: torch.Tensor, kp_s: torch.Tensor, kp_d: torch.T
     stats = torch.empty(bs, h, w, 2, dtype=torch.float32, device=logits.device)
     with torch.cuda.device(logits.device):
         for b in _batch_chunks(bs):
-            js, jd, has_jac = _jac(kp_s[b], _rows(jac_s, b), _rows(jac_d, b))
+            js, jd, has_jac = _jac(kp_s, jac_s, jac_d, b)
             ext.compose_flow_forward(
                 logits[b].data_ptr(), *logits.stride(), b.stop - b.start, groups, h, w,
                 dtype_code(logits, "mask_logits"), kp_s[b].data_ptr(), kp_d[b].data_ptr(), js, jd, has_jac,
@@ -132,7 +129,7 @@ def compose_flow_backward(grad: torch.Tensor, logits: torch.Tensor, flow: torch.
     part = torch.empty(bs, groups - 1, nb, 12, dtype=torch.float32, device=logits.device)
     with torch.cuda.device(logits.device):
         for b in _batch_chunks(bs):
-            js, jd, has_jac = _jac(kp_s[b], _rows(jac_s, b), _rows(jac_d, b))
+            js, jd, has_jac = _jac(kp_s, jac_s, jac_d, b)
             ext.compose_flow_backward(
                 grad[b].data_ptr(), logits[b].data_ptr(), *logits.stride(), dlogits[b].data_ptr(),
                 *dlogits.stride(), b.stop - b.start, groups, h, w, dtype_code(logits, "mask_logits"),
