@@ -8,6 +8,7 @@ so). A train.log that cannot be opened when the run starts is an error.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -61,10 +62,9 @@ class TrainingMonitor:
         """Stop writing train.log after a write error (one note on the console); the run goes on."""
         file, self._log_file = self._log_file, None
         self._log_ok = False
-        try:
-            file.close()
-        except OSError:
-            pass
+        if file is not None:  # (None when closing it was what failed)
+            with contextlib.suppress(OSError):
+                file.close()
         print(f"mcc-fast train: note: cannot write {self.out_dir / 'train.log'} ({exc}); "
               "the log goes on on the console only", file=sys.stderr, flush=True)
 
@@ -174,5 +174,4 @@ class TrainingMonitor:
             try:
                 file.close()
             except OSError as exc:
-                self._log_file = file
                 self._log_failed(exc)
