@@ -319,6 +319,14 @@ def test_all_tokens_masked_gives_nan_like_the_official() -> None:
         (dict(fusion_weight=0.0), "fusion_weight"),
         (dict(beta=-1.0), "beta"),
         (dict(num_keypoints=0), "num_keypoints"),
+        # bools are not numbers here, and a bool field takes only a bool ("false" is truthy)
+        (dict(beta=True), "beta"),
+        (dict(fusion_weight=True), "fusion_weight"),
+        (dict(num_scales=True), "num_scales"),
+        (dict(channel_multipliers=(True, 2, 2)), "channel_multipliers"),
+        (dict(channel_multipliers=3), "channel_multipliers"),
+        (dict(redundant_detached_warp="false"), "redundant_detached_warp"),
+        (dict(redundant_detached_warp=0), "redundant_detached_warp"),
     ],
 )
 def test_config_validation_names_the_field(overrides: dict, field: str) -> None:

@@ -27,6 +27,16 @@ def _require(condition: bool, field: str, message: str) -> None:
         raise ValueError(f"GeneratorConfig.{field}: {message}")
 
 
+def _is_int(value) -> bool:
+    """An int that is not a bool (True would pass for 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    """A finite int or float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass(frozen=True)
 class GeneratorConfig:
     """Every size of the generator that may vary; validated on construction.
@@ -84,22 +94,23 @@ class GeneratorConfig:
     redundant_detached_warp: bool = True
 
     def __post_init__(self) -> None:
+        _require(isinstance(self.channel_multipliers, (tuple, list)), "channel_multipliers",
+                 f"must be a tuple of positive ints, one per level, got {self.channel_multipliers!r}")
         object.__setattr__(self, "channel_multipliers", tuple(self.channel_multipliers))
         for name in ("image_size", "image_channels", "base_channels", "res_blocks_per_level",
                      "num_keypoints", "motion_codebook_size", "motion_dim", "motion_layers",
                      "appearance_codebook_size", "appearance_dim", "appearance_layers",
                      "num_heads", "ffn_expansion", "updater_width", "norm_groups"):
             value = getattr(self, name)
-            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                     name, f"must be a positive int, got {value!r}")
+            _require(_is_int(value) and value >= 1, name, f"must be a positive int, got {value!r}")
         levels = len(self.channel_multipliers)
         _require(levels >= 2, "channel_multipliers", f"needs at least 2 levels, got {self.channel_multipliers!r}")
-        _require(all(isinstance(m, int) and m >= 1 for m in self.channel_multipliers),
+        _require(all(_is_int(m) and m >= 1 for m in self.channel_multipliers),
                  "channel_multipliers", f"must be positive ints, got {self.channel_multipliers!r}")
         _require(self.image_size % 2 ** (levels - 1) == 0, "image_size",
                  f"{self.image_size} is not divisible by 2**{levels - 1} (one halving per level)")
         if self.num_scales is not None:
-            _require(isinstance(self.num_scales, int) and 1 <= self.num_scales <= levels, "num_scales",
+            _require(_is_int(self.num_scales) and 1 <= self.num_scales <= levels, "num_scales",
                      f"must be an int in [1, {levels}] (one per level at most), got {self.num_scales!r}")
         groups = self.norm_groups
         for channels in set(self.level_channels) | {self.motion_dim}:
@@ -117,11 +128,11 @@ class GeneratorConfig:
         for name in ("motion_codebook_size", "appearance_codebook_size"):
             _require(getattr(self, name) % n == 0, name,
                      f"{getattr(self, name)} is not divisible by the {n} scales")
-        _require(isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 0,
-                 "beta", f"must be a finite number >= 0, got {self.beta!r}")
-        _require(isinstance(self.fusion_weight, (int, float)) and math.isfinite(self.fusion_weight)
-                 and self.fusion_weight > 0, "fusion_weight",
+        _require(_is_number(self.beta) and self.beta >= 0, "beta", f"must be a finite number >= 0, got {self.beta!r}")
+        _require(_is_number(self.fusion_weight) and self.fusion_weight > 0, "fusion_weight",
                  f"must be a finite number > 0, got {self.fusion_weight!r}")
+        _require(isinstance(self.redundant_detached_warp, bool), "redundant_detached_warp",
+                 f"must be True or False, got {self.redundant_detached_warp!r}")
 
     # ---- derived sizes -------------------------------------------------------------------
 
