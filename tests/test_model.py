@@ -176,6 +176,17 @@ def test_config_json_round_trip_and_validation():
         ModelConfig(motion=ModelConfig.small(128).motion, generator=small.generator)
 
 
+def test_a_motion_estimator_without_occlusion_head_is_refused_by_the_model_config():
+    """The generator needs the occlusion map: dm_estimate_occlusion=False is a ValueError naming the
+    field at construction, not a TypeError in the first forward."""
+    import dataclasses
+
+    small = ModelConfig.small(32, 5, 8)
+    motion = dataclasses.replace(small.motion, dm_estimate_occlusion=False)
+    with pytest.raises(ValueError, match="dm_estimate_occlusion"):
+        ModelConfig(motion=motion, generator=small.generator)
+
+
 def test_training_outputs_only_when_asked(small_model):
     source, driving = _pair()
     with torch.no_grad():

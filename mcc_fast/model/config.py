@@ -28,6 +28,9 @@ class ModelConfig:
         for what, a, b in pairs:
             if a != b:
                 raise ValueError(f"ModelConfig: motion and generator disagree on {what}: {a} != {b}")
+        if not m.dm_estimate_occlusion:
+            raise ValueError("ModelConfig: motion.dm_estimate_occlusion must be True: the generator warps with "
+                             "the dense motion network's occlusion map")
 
     @property
     def image_size(self) -> int:
