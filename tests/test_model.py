@@ -187,6 +187,22 @@ def test_a_motion_estimator_without_occlusion_head_is_refused_by_the_model_confi
         ModelConfig(motion=motion, generator=small.generator)
 
 
+def test_flops_of_a_one_channel_model_and_bad_batches():
+    """flops() feeds images of the config's channel count (it built 3-channel ones), and a bad
+    `batch` is a ValueError naming it (was a TypeError from torch.zeros)."""
+    import dataclasses
+
+    small = ModelConfig.small(32, 3, 8)
+    config = ModelConfig(motion=dataclasses.replace(small.motion, num_channels=1),
+                         generator=dataclasses.replace(small.generator, image_channels=1))
+    model = mcc_fast.Model(config)
+    one, two = model.flops()["total"], model.flops(2)["total"]
+    assert one > 0 and two == 2 * one
+    for batch in (0, -1, True, 2.0, "2"):
+        with pytest.raises(ValueError, match="batch"):
+            model.flops(batch)
+
+
 def test_training_outputs_only_when_asked(small_model):
     source, driving = _pair()
     with torch.no_grad():

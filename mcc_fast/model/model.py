@@ -156,12 +156,15 @@ class Model(nn.Module):
         }
 
     def flops(self, batch: int = 1) -> dict[str, int]:
-        """FLOPs of one forward at `batch` (2 x MAC, torch.utils.flop_counter), per network."""
+        """FLOPs of one forward at `batch` (a positive int: image pairs) (2 x MAC,
+        torch.utils.flop_counter), per network."""
         from torch.utils.flop_counter import FlopCounterMode
 
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+            raise ValueError(f"batch must be a positive int (image pairs), got {batch!r}")
         param = next(self.parameters())
-        size = self.config.image_size
-        source = torch.zeros(batch, 3, size, size, device=param.device, dtype=param.dtype)
+        size, channels = self.config.image_size, self.config.generator.image_channels
+        source = torch.zeros(batch, channels, size, size, device=param.device, dtype=param.dtype)
         driving = torch.zeros_like(source)
         was_training = self.training
         requires_grad = [p.requires_grad for p in self.parameters()]
