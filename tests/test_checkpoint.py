@@ -54,6 +54,11 @@ def test_our_file_refuses_a_different_config(tmp_path, small_model):
     assert _same_weights(mcc_fast.Model.from_pretrained(path, device="cpu", config=small_model.config), small_model)
     with pytest.raises(CheckpointError, match="differs from the config given"):
         mcc_fast.Model.from_pretrained(path, device="cpu", config=ModelConfig())
+    # the error names the fields that differ, with the file's and the given values
+    with pytest.raises(CheckpointError, match=r"generator\.num_keypoints: 10 \(file\) vs 5 \(given\)") as info:
+        mcc_fast.Model.from_pretrained(path, device="cpu", config=ModelConfig.small(64, num_kp=5))
+    assert "motion.num_kp: 10 (file) vs 5 (given)" in str(info.value)
+    assert "image_size" not in str(info.value)
 
 
 # ---- arguments checked before reading -----------------------------------------------------------

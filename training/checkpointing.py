@@ -355,9 +355,7 @@ def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Te
 def _check_config(found: ModelConfig, expected: ModelConfig, source: Path | str) -> None:
     if found == expected:
         return
-    a, b = found.to_dict(), expected.to_dict()
-    diffs = [f"{part}.{k}: {a[part][k]!r} (file) vs {b[part][k]!r} (config)"
-             for part in ("motion", "generator") for k in b[part] if a[part].get(k) != b[part][k]]
+    diffs = found.differences(expected, "file", "config")
     raise CheckpointError(f"{source}: its model config differs from the training config's: {'; '.join(diffs[:6])}")
 
 

@@ -341,8 +341,10 @@ def _check_kinds(model_state: Mapping[str, torch.Tensor], state: Mapping[str, to
 def _model_from_ours(cls, path: Path, expected: ModelConfig | None = None):
     config, state = read_our_checkpoint(path)
     if expected is not None and expected != config:
+        diffs = config.differences(expected, "file", "given")
+        shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
         raise CheckpointError(f"{path}: it holds its own model config, which differs from the config given "
-                              "(leave config out for our files)")
+                              f"(leave config out for our files): {shown}")
     check_finite(state, path)
     model = cls(config)
     _check_kinds(model.state_dict(), state, path)

@@ -59,6 +59,13 @@ class ModelConfig:
             parts[key] = klass(**values)
         return cls(**parts)
 
+    def differences(self, other: "ModelConfig", mine: str = "this", theirs: str = "other") -> list[str]:
+        """The fields that differ from `other`, each as "part.field: <mine> (mine) vs <theirs> (theirs)"
+        (e.g. "generator.num_keypoints: 10 (file) vs 5 (given)"); [] when equal."""
+        a, b = self.to_dict(), other.to_dict()
+        return [f"{part}.{name}: {a[part][name]!r} ({mine}) vs {b[part][name]!r} ({theirs})"
+                for part in ("motion", "generator") for name in a[part] if a[part][name] != b[part][name]]
+
     def to_json(self) -> str:
         """The config as a JSON string (sorted keys; what our checkpoints store)."""
         return json.dumps(self.to_dict(), sort_keys=True)
