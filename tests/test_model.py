@@ -176,6 +176,34 @@ def test_config_json_round_trip_and_validation():
         ModelConfig(motion=ModelConfig.small(128).motion, generator=small.generator)
 
 
+@pytest.mark.parametrize("data, match", [
+    (None, "expected a dict"),
+    ({"motion": None}, "motion"),
+    ({"generator": [1, 2]}, "generator"),
+    ({"motion": "abc"}, "motion"),
+])
+def test_config_from_dict_of_the_wrong_shape_is_a_clear_value_error(data, match):
+    with pytest.raises(ValueError, match=rf"ModelConfig.from_dict: .*{match}"):
+        ModelConfig.from_dict(data)
+
+
+def test_config_parts_of_the_wrong_type_are_a_type_error_naming_them():
+    small = ModelConfig.small(32)
+    with pytest.raises(TypeError, match="motion must be a MotionEstimatorConfig"):
+        ModelConfig(motion=small.to_dict()["motion"], generator=small.generator)
+    with pytest.raises(TypeError, match="generator must be a GeneratorConfig"):
+        ModelConfig(motion=small.motion, generator=None)
+
+
+def test_config_to_dict_holds_lists_not_tuples():
+    """As its docstring says; to_dict() == json.loads(to_json()) then."""
+    import json
+
+    config = ModelConfig.small(32)
+    assert config.to_dict()["generator"]["channel_multipliers"] == [1, 2, 2]
+    assert config.to_dict() == json.loads(config.to_json())
+
+
 def test_a_motion_estimator_without_occlusion_head_is_refused_by_the_model_config():
     """The generator needs the occlusion map: dm_estimate_occlusion=False is a ValueError naming the
     field at construction, not a TypeError in the first forward."""

@@ -18,6 +18,10 @@ class ModelConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
 
     def __post_init__(self) -> None:
+        for name, klass in (("motion", MotionEstimatorConfig), ("generator", GeneratorConfig)):
+            if not isinstance(getattr(self, name), klass):
+                raise TypeError(f"ModelConfig: {name} must be a {klass.__name__}, got "
+                                f"{type(getattr(self, name)).__name__} (ModelConfig.from_dict reads dicts)")
         m, g = self.motion, self.generator
         pairs = [
             ("image_size", m.image_size, g.image_size),
@@ -39,20 +43,30 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (tuples become lists)."""
-        return {"motion": dataclasses.asdict(self.motion), "generator": dataclasses.asdict(self.generator)}
+        def plain(part) -> dict[str, Any]:
+            return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(part).items()}
+
+        return {"motion": plain(self.motion), "generator": plain(self.generator)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         """Inverse of `to_dict`; unknown fields are a clear error."""
-        if not isinstance(data, dict) or set(data) - {"motion", "generator"}:
+        if not isinstance(data, dict):
+            raise ValueError("ModelConfig.from_dict: expected a dict with keys 'motion' and 'generator', got "
+                             f"{type(data).__name__}")
+        if set(data) - {"motion", "generator"}:
             raise ValueError(f"ModelConfig.from_dict: expected keys 'motion' and 'generator', got {list(data)!r}")
         parts = {}
         for key, klass in (("motion", MotionEstimatorConfig), ("generator", GeneratorConfig)):
-            values = dict(data.get(key, {}))
+            values = data.get(key, {})
+            if not isinstance(values, dict):
+                raise ValueError(f"ModelConfig.from_dict: {key} must be a dict of {klass.__name__} fields, got "
+                                 f"{type(values).__name__}")
+            values = dict(values)
             names = {f.name for f in dataclasses.fields(klass)}
             unknown = set(values) - names
             if unknown:
-                raise ValueError(f"ModelConfig.from_dict: unknown {key} fields {sorted(unknown)}")
+                raise ValueError(f"ModelConfig.from_dict: unknown {key} fields {sorted(map(str, unknown))}")
             for name, value in values.items():
                 if isinstance(value, list):
                     values[name] = tuple(value)
