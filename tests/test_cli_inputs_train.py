@@ -6,6 +6,7 @@ import re
 import pytest
 
 from mcc_fast.cli import main
+from mcc_fast.model import ModelConfig
 from mcc_fast.training.config import ConfigError, load_config
 
 
@@ -148,3 +149,13 @@ def test_data_warnings_are_notes_not_python_warnings(tmp_path, capsys):
     assert "mcc-fast train: note: skipping unreadable video" in err and "clip.mp4" in err
     assert "Warning" not in err and ".py:" not in err  # no raw `warnings` output with the source line
     assert err.strip().splitlines()[-1].startswith("mcc-fast train: error: ")
+
+
+@pytest.mark.parametrize("override", ["model.num_kp=10", "model.image_size=128", "model.width=16"])
+def test_small_preset_sizes_are_refused_with_the_official_preset(override):
+    """model.image_size / num_kp / width size the small preset; with preset official they were
+    silently ignored (num_kp=10 trained the 15-keypoint 82M model)."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + ".*preset 'small' only"):
+        load_config("official", [override])
+    assert load_config("official", ["model.num_kp=15", "model.image_size=256"]).model_config == ModelConfig()

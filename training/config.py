@@ -124,7 +124,8 @@ class ModelSection:
     """Which model to train.
 
     preset: "official" (the paper's 82M model, ModelConfig()) or "small"
-    (ModelConfig.small(image_size, num_kp, width)). motion / generator: field overrides of
+    (ModelConfig.small(image_size, num_kp, width); with "official" these three keep their
+    defaults, other values are a ConfigError). motion / generator: field overrides of
     MotionEstimatorConfig / GeneratorConfig applied on top of the preset.
     """
 
@@ -142,11 +143,23 @@ class ModelSection:
         self.image_size = _int(f"{key}.image_size", self.image_size, 16, MAX_IMAGE_SIZE)
         self.num_kp = _int(f"{key}.num_kp", self.num_kp, 1)
         self.width = _int(f"{key}.width", self.width, 1)
+        if self.preset == "official":
+            self._refuse_small_sizes(key)
         for part in ("motion", "generator"):
             if not isinstance(getattr(self, part), Mapping):
                 _fail(f"{key}.{part}", "a mapping of field overrides", getattr(self, part))
             _check_keys(f"{key}.{part}", getattr(self, part))
         self.build()  # surfaces inconsistent sizes now, naming the section
+
+    def _refuse_small_sizes(self, key: str) -> None:
+        """ConfigError naming image_size / num_kp / width when they differ from their defaults under
+        preset official, which they do not size (they would be ignored without a word)."""
+        for name in ("image_size", "num_kp", "width"):
+            default = next(f.default for f in dataclasses.fields(self) if f.name == name)
+            if getattr(self, name) != default:
+                raise ConfigError(f"config {key}.{name}: sizes preset 'small' only (preset 'official' is the "
+                                  f"paper's model, ModelConfig()); set {key}.preset: small, or override "
+                                  f"{key}.generator / {key}.motion fields, got {getattr(self, name)!r}")
 
     def build(self) -> ModelConfig:
         """The ModelConfig this section describes (ConfigError naming the bad field)."""
