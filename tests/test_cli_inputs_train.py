@@ -159,3 +159,13 @@ def test_small_preset_sizes_are_refused_with_the_official_preset(override):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.") + ".*preset 'small' only"):
         load_config("official", [override])
     assert load_config("official", ["model.num_kp=15", "model.image_size=256"]).model_config == ModelConfig()
+
+
+def test_model_float_overrides_in_exponent_notation_are_numbers():
+    """PyYAML reads 1e-2 as a string; optim.lr took it, model.motion / model.generator refused it."""
+    config = load_config("smoke", ["model.motion.kp_variance=1e-2", "model.generator.beta=1e-1"]).model_config
+    assert config.motion.kp_variance == 0.01 and config.generator.beta == 0.1
+    with pytest.raises(ConfigError, match=r"model\.motion.*kp_variance.*'abc'"):
+        load_config("smoke", ["model.motion.kp_variance=abc"])
+    with pytest.raises(ConfigError, match=r"model\.generator.*base_channels.*'8'"):
+        load_config("smoke", ["model.generator.base_channels='8'"])  # ints stay strict

@@ -180,6 +180,7 @@ class ModelSection:
             if unknown:
                 raise ConfigError(f"config model.{part}: unknown fields {unknown}; known: {sorted(names)}")
             overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+            overrides = _yaml_floats(klass, overrides)
             try:
                 parts[part] = dataclasses.replace(current, **overrides)
             except (TypeError, ValueError) as exc:
@@ -188,6 +189,20 @@ class ModelSection:
             return ModelConfig(**parts)
         except ValueError as exc:
             raise ConfigError(f"config model: {exc}") from None
+
+
+def _yaml_floats(klass, overrides: dict) -> dict:
+    """`overrides` with the text of a number turned into that float for `klass`'s float fields
+    (YAML 1.1 reads `1e-2` as a string, as `_float` allows elsewhere); other values unchanged."""
+    floats = {f.name for f in dataclasses.fields(klass) if f.type in ("float", float)}
+    out = dict(overrides)
+    for name, value in overrides.items():
+        if name in floats and isinstance(value, str):
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass  # the config class names the field and the value
+    return out
 
 
 @dataclass
