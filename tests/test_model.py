@@ -204,6 +204,25 @@ def test_config_to_dict_holds_lists_not_tuples():
     assert config.to_dict() == json.loads(config.to_json())
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(image_size="64"), "image_size must be a positive int"),
+    (dict(image_size=80), "image_size must be a multiple of 16 up to 64, or of 32 above, got 80"),
+    (dict(image_size=8), "image_size must be a multiple of 16"),
+    (dict(width=12), "width must be a multiple of 8"),
+    (dict(width=True), "width must be a positive int"),
+    (dict(num_kp=0), "num_kp must be a positive int"),
+])
+def test_small_names_its_own_arguments(kwargs, match):
+    """small()'s errors name its arguments, not fields the caller never set (kp_num_blocks, norm_groups)."""
+    with pytest.raises(ValueError, match=rf"ModelConfig\.small: {match}"):
+        ModelConfig.small(**kwargs)
+
+
+@pytest.mark.parametrize("size", [16, 48, 96, 160])
+def test_small_builds_every_size_it_allows(size):
+    assert ModelConfig.small(size, 3, 8).image_size == size
+
+
 def test_a_motion_estimator_without_occlusion_head_is_refused_by_the_model_config():
     """The generator needs the occlusion map: dm_estimate_occlusion=False is a ValueError naming the
     field at construction, not a TypeError in the first forward."""

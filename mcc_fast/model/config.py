@@ -10,6 +10,19 @@ from .generator.config import GeneratorConfig
 from .motion.config import MotionEstimatorConfig
 
 
+def _check_small(image_size: Any, num_kp: Any, width: Any) -> None:
+    """ValueError naming the argument of ModelConfig.small that it cannot build."""
+    for name, value in (("image_size", image_size), ("num_kp", num_kp), ("width", width)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"ModelConfig.small: {name} must be a positive int, got {value!r}")
+    # 3 levels (<= 64): flow = S/2, whose hourglass halves it 3 times; 4 levels: flow = S/4
+    if image_size % (16 if image_size <= 64 else 32):
+        raise ValueError("ModelConfig.small: image_size must be a multiple of 16 up to 64, or of 32 above, "
+                         f"got {image_size}")
+    if width % 8:
+        raise ValueError(f"ModelConfig.small: width must be a multiple of 8 (its 8 GroupNorm groups), got {width}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Configuration of `mcc_fast.Model`. The default is the paper's model (82.17M parameters)."""
@@ -91,11 +104,15 @@ class ModelConfig:
 
     @classmethod
     def small(cls, image_size: int = 64, num_kp: int = 10, width: int = 32) -> "ModelConfig":
-        """A narrow model for tests and demos (image_size 32, 64 or 128; a fourth level above 64)."""
+        """A narrow model for tests and demos: three levels up to image_size 64 (a multiple of 16),
+        a fourth above (a multiple of 32, e.g. 128); width: a multiple of 8 (its GroupNorm groups).
+        ValueError naming the argument otherwise."""
+        _check_small(image_size, num_kp, width)
         generator = GeneratorConfig(
-            image_size=image_size, base_channels=width, channel_multipliers=(1, 2, 2) if image_size <= 64 else (1, 2, 2, 4),
-            num_keypoints=num_kp, motion_codebook_size=96, motion_dim=16, appearance_codebook_size=96,
-            appearance_dim=32, num_heads=4, updater_width=16, norm_groups=8,
+            image_size=image_size, base_channels=width,
+            channel_multipliers=(1, 2, 2) if image_size <= 64 else (1, 2, 2, 4), num_keypoints=num_kp,
+            motion_codebook_size=96, motion_dim=16, appearance_codebook_size=96, appearance_dim=32,
+            num_heads=4, updater_width=16, norm_groups=8,
         )
         scale = generator.flow_size / image_size  # the motion estimator works at the flow size
         motion = MotionEstimatorConfig(
