@@ -169,3 +169,12 @@ def test_model_float_overrides_in_exponent_notation_are_numbers():
         load_config("smoke", ["model.motion.kp_variance=abc"])
     with pytest.raises(ConfigError, match=r"model\.generator.*base_channels.*'8'"):
         load_config("smoke", ["model.generator.base_channels='8'"])  # ints stay strict
+
+
+def test_no_jacobians_needs_the_jacobian_loss_off():
+    """Without jacobians the jacobian equivariance term cannot be computed: said when the config is
+    read (it was a ValueError at the first training step, after the whole set-up)."""
+    with pytest.raises(ConfigError, match=r"loss\.equivariance_jacobian.*model\.motion\.kp_estimate_jacobian"):
+        load_config("smoke", ["model.motion.kp_estimate_jacobian=false"])
+    config = load_config("smoke", ["model.motion.kp_estimate_jacobian=false", "loss.equivariance_jacobian=0"])
+    assert not config.model_config.motion.kp_estimate_jacobian

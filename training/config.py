@@ -444,7 +444,16 @@ class TrainConfig:
         self.seed = _int("seed", self.seed, 0)
         for section in _SECTIONS:
             getattr(self, section).check(section)
+        self._check_jacobian_loss()
         return self
+
+    def _check_jacobian_loss(self) -> None:
+        """ConfigError when the jacobian equivariance term is on for a model predicting no jacobians
+        (it failed at the first training step otherwise)."""
+        weight = self.loss.equivariance_jacobian
+        if weight > 0 and not self.model_config.motion.kp_estimate_jacobian:
+            raise ConfigError("config loss.equivariance_jacobian: expected 0 with model.motion.kp_estimate_jacobian "
+                              f"false (the keypoint detector predicts no jacobians), got {weight!r}")
 
     @property
     def model_config(self) -> ModelConfig:
