@@ -149,3 +149,10 @@ def test_checkpoint_with_non_finite_weights_is_refused(tmp_path):
         mcc_fast.Model.from_pretrained(path, device="cpu")
     with pytest.raises(CheckpointError, match="conv_out.weight"):
         mcc_fast.Model.from_pretrained(path, device="cpu")
+
+
+@pytest.mark.parametrize("config", ["small", {"motion": {}}, ModelConfig.small(32).generator, 5])
+def test_model_config_of_the_wrong_type_is_a_type_error(config):
+    """Model(config) names the argument (was AttributeError: 'dict' object has no attribute 'motion')."""
+    with pytest.raises(TypeError, match="config must be a ModelConfig or None"):
+        mcc_fast.Model(config)

@@ -70,6 +70,9 @@ class Model(nn.Module):
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
+        if config is not None and not isinstance(config, ModelConfig):
+            hint = " (ModelConfig.from_dict reads a dict)" if isinstance(config, dict) else ""
+            raise TypeError(f"config must be a ModelConfig or None, got {type(config).__name__}{hint}")
         self.config = ModelConfig() if config is None else config
         self.motion_estimator = MotionEstimator(self.config.motion)
         self.generator = Generator(self.config.generator)
