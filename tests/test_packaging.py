@@ -37,6 +37,13 @@ def test_version_and_backends_from_a_fresh_interpreter():
     assert out[1] == "['cuda', 'torch', 'triton']"
 
 
+def test_installed_metadata_version_is_the_package_version():
+    # the version is written once (mcc_fast.__version__); pip's metadata reads it from there
+    from importlib.metadata import version
+
+    assert version("mcc_fast") == mcc_fast.__version__
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 
