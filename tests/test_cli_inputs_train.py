@@ -171,6 +171,16 @@ def test_model_float_overrides_in_exponent_notation_are_numbers():
         load_config("smoke", ["model.generator.base_channels='8'"])  # ints stay strict
 
 
+def test_integer_fields_in_exponent_notation_are_integers():
+    """PyYAML reads 5e3 as a string: train.total_iter=5e3 was refused though optim.lr=8e-5 was read."""
+    config = load_config("smoke", ["train.total_iter=5e3", "data.batch_size=2E0", "optim.milestones=[1e3, 2e3]"])
+    assert config.train.total_iter == 5000 and config.data.batch_size == 2 and config.optim.milestones == (1000, 2000)
+    assert isinstance(config.train.total_iter, int)
+    for bad in ("2.5e0", "1e400", "5eggs", "'8'"):
+        with pytest.raises(ConfigError, match=r"train\.total_iter: expected an integer"):
+            load_config("smoke", [f"train.total_iter={bad}"])
+
+
 def test_no_jacobians_needs_the_jacobian_loss_off():
     """Without jacobians the jacobian equivariance term cannot be computed: said when the config is
     read (it was a ValueError at the first training step, after the whole set-up)."""

@@ -69,8 +69,13 @@ def _fail(key: str, expected: str, value: Any) -> None:
 
 
 def _int(key: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    if isinstance(value, str) and "e" in value.lower():
+        try:
+            value = float(value)  # YAML 1.1 reads `5e3` as a string; a quoted '8' stays refused
+        except ValueError:
+            pass  # refused below, as written
     if isinstance(value, float) and value.is_integer():
-        value = int(value)  # YAML `5e3` is a float
+        value = int(value)  # YAML `5.0e+3` is a float
     if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum) \
             or (maximum is not None and value > maximum):
         expected = (f"an integer in [{minimum}, {maximum}]" if maximum is not None else
