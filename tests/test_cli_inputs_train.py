@@ -181,6 +181,15 @@ def test_integer_fields_in_exponent_notation_are_integers():
             load_config("smoke", [f"train.total_iter={bad}"])
 
 
+@pytest.mark.parametrize("override", ["model=null", "optim=", "loss=3", "loss.equivariance=null", "data=[1]"])
+def test_a_whole_section_set_to_a_non_mapping_is_refused(override):
+    """--set model=null read as "no model section": the smoke config silently trained the 82M model."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=re.escape(key) + r" is a section, expected a mapping"):
+        load_config("smoke", [override])
+    assert load_config("smoke", ["model={preset: small, image_size: 32}"]).model_config.image_size == 32
+
+
 def test_no_jacobians_needs_the_jacobian_loss_off():
     """Without jacobians the jacobian equivariance term cannot be computed: said when the config is
     read (it was a ValueError at the first training step, after the whole set-up)."""

@@ -573,8 +573,17 @@ def apply_overrides(data: dict, overrides: Sequence[str | tuple[str, Any]]) -> d
             if not isinstance(child, dict):
                 raise ConfigError(f"{text}: {'.'.join(path[:i + 1])} is not a section")
             node = child
+        if _names_a_section(path) and not isinstance(value, Mapping):
+            raise ConfigError(f"{text}: {'.'.join(path)} is a section, expected a mapping of its fields, got "
+                              f"{value!r} (set one field, e.g. {'.'.join(path)}.<field>=...)")
         node[path[-1]] = value
     return data
+
+
+def _names_a_section(path: Sequence[str]) -> bool:
+    """Whether the key path names a whole section (a section left empty in a YAML file reads
+    as its defaults; an override of it to null or a number would silently do the same)."""
+    return (len(path) == 1 and path[0] in _SECTIONS) or list(path) == ["loss", "equivariance"]
 
 
 def load_config(path: str | os.PathLike | None = None,
