@@ -174,6 +174,16 @@ def test_resume_with_another_architecture_names_the_changed_keys(data_root, tmp_
         Trainer(tiny_config(data_root, "train.total_iter=2", change), tmp_path / "run", resume="latest")
 
 
+def test_resume_without_a_readable_saved_config_names_the_model_fields(data_root, tmp_path, monkeypatch):
+    import mcc_fast.training.trainer as trainer_module
+
+    train(tiny_config(data_root, "train.total_iter=2"), tmp_path / "run", stop_at=1)
+    monkeypatch.setattr(trainer_module, "_saved_config", lambda text: None)  # e.g. a config that no longer parses
+    with pytest.raises(CheckpointError, match=re.escape("model config generator.base_channels: 8 (checkpoint) "
+                                                        "vs 16 (config)")):
+        Trainer(tiny_config(data_root, "train.total_iter=2", "model.width=16"), tmp_path / "run", resume="latest")
+
+
 def test_the_logged_lr_is_the_one_the_step_trained_with(data_root, tmp_path):
     # MultiStepLR at milestone 2: steps 1 and 2 train with 2e-4, step 3 with 1e-4 (the
     # official basicsr loop logs the lr of the iteration it reports, too).

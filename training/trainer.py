@@ -569,10 +569,8 @@ class Trainer:
         if ckpt.config != self.model_config:
             model_changes = _section_changes(saved, current, "model")
             if not model_changes:  # e.g. no saved config: name the ModelConfig fields
-                a, b = ckpt.config.to_dict(), self.model_config.to_dict()
-                model_changes = [f"model config {part}.{k}: {a[part].get(k)!r} (checkpoint) vs {b[part][k]!r} "
-                                 f"(config)" for part in ("motion", "generator") for k in b[part]
-                                 if a[part].get(k) != b[part][k]]
+                model_changes = [f"model config {d}" for d in ckpt.config.differences(self.model_config,
+                                                                                      "checkpoint", "config")]
             changes = model_changes + changes
         if changes:
             raise CheckpointError(f"{ckpt.path}: it was trained with another architecture than the training "
