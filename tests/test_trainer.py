@@ -13,6 +13,7 @@ import math
 import os
 import re
 import socket
+import time
 import warnings
 from pathlib import Path
 
@@ -210,6 +211,34 @@ def _run_and_dump(config, out: Path, rank: int = 0) -> None:
 
 
 _DDP_SETTINGS = ("train.total_iter=3", "loss.start_iters={gan: 1}", "data.repeats=1", "optim.lr=1e-4")
+
+
+@pytest.mark.parametrize("what", ["save", "validate"])
+def test_a_rank0_failure_stops_every_rank(data_root, tmp_path, what):
+    """Rank 0 writes checkpoints and validates while the others wait at a barrier: when it failed, they
+    waited there as long as its process lived (here: gloo's "Connection closed by peer" once it ended),
+    instead of stopping with an error that says what rank 0 could not do."""
+    import torch.multiprocessing as mp
+
+    from training_workers import failing_rank0_worker
+
+    context = mp.spawn(failing_rank0_worker, args=(2, _free_port(), str(data_root), str(tmp_path), what),
+                       nprocs=2, join=False)
+    deadline = time.monotonic() + 240
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"a rank is still waiting 240 s after rank 0 failed to {what}")
+    errors = [(tmp_path / f"error_rank{r}.txt").read_text() for r in range(2)]
+    if what == "save":
+        assert errors[0].startswith("CheckpointWriteError: could not write the checkpoint of step 1"), errors[0]
+        assert errors[1].startswith("CheckpointWriteError: rank 0 could not write the checkpoint of step 1, so "
+                                    "this rank stops too: CheckpointWriteError: could not write"), errors[1]
+    else:
+        assert errors[0] == "ValueError: the validation video is broken"
+        assert errors[1] == ("RuntimeError: rank 0 could not validate at step 1, so this rank stops too: "
+                             "ValueError: the validation video is broken")
 
 
 def test_two_rank_ddp_equals_one_process_accumulating(data_root, tmp_path):

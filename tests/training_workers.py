@@ -27,3 +27,33 @@ def ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def failing_rank0_worker(rank: int, world: int, port: int, root: str, out: str, what: str) -> None:
+    """One gloo rank of a 2-step run whose rank 0 fails to `what` ("save": the checkpoint write
+    runs out of disk; "validate": validation raises); each rank writes the error it ended with
+    to out/error_rank{rank}.txt."""
+    import errno
+
+    import mcc_fast.training.trainer as trainer_module
+    from mcc_fast.training.trainer import train
+    from test_trainer import tiny_config
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+
+    def fail(*args, **kwargs):
+        if what == "save":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise ValueError("the validation video is broken")
+
+    if rank == 0:
+        setattr(trainer_module, "save_checkpoint" if what == "save" else "validate", fail)
+    overrides = ["train.total_iter=2", "data.batch_size=1", "checkpoint.every=1", "log.val_every=1"]
+    try:
+        train(tiny_config(Path(root), *overrides), Path(out) / "run")
+        message = "no error"
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+    Path(out, f"error_rank{rank}.txt").write_text(message)

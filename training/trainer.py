@@ -649,12 +649,35 @@ class Trainer:
     # ---- checkpoints ---------------------------------------------------------------------------
 
     def save(self) -> Path | None:
-        """Write a checkpoint of the current step (collective: every rank must call it)."""
+        """Write a checkpoint of the current step (collective: every rank must call it). When rank 0
+        fails to write it, every rank raises (the others a CheckpointWriteError naming rank 0's
+        error) instead of waiting for it at a barrier."""
         rng = self.ctx.all_gather_objects(_rng_state())
         unreadable = self._unreadable()
-        if not self.ctx.is_main or self.out_dir is None:
-            self.ctx.barrier()
-            return None
+        write = self.out_dir is not None
+        return self._on_rank0(lambda: self._write_checkpoint(rng, unreadable) if write else None,
+                              f"write the checkpoint of step {self.step}")
+
+    def _on_rank0(self, work, what: str):
+        """`work()` on rank 0 (its result; None elsewhere), then a collective: when it raised, rank 0
+        re-raises it and the other ranks raise a RuntimeError saying so (CheckpointWriteError for a
+        failed write) rather than wait at a barrier for a rank that has stopped."""
+        result, failure = None, None
+        if self.ctx.is_main:
+            try:
+                result = work()
+            except Exception as exc:  # re-raised below, once the other ranks know
+                failure = exc
+        said = self.ctx.all_gather_objects(None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        if said[0] is not None:
+            message = f"rank 0 could not {what}, so this rank stops too: {said[0]}"
+            raise CheckpointWriteError(errno.EIO, message) if "checkpoint" in what else RuntimeError(message)
+        return result
+
+    def _write_checkpoint(self, rng: list, unreadable: list[str]) -> Path:
+        """Rank 0's part of `save`: the checkpoint of the current step, written and pruned."""
         state = {
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
             "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
@@ -680,7 +703,6 @@ class Trainer:
         self._last_checkpoint = path
         self._prune(root)
         self.monitor.info(f"checkpoint {path}")
-        self.ctx.barrier()
         return path
 
     def _checkpointed_networks(self) -> dict[str, nn.Module]:
@@ -888,19 +910,23 @@ class Trainer:
                                          "unreadable_videos": len(unreadable)})
 
     def _validate(self) -> ValidationResult | None:
-        result = None
-        if self.ctx.is_main and self.val_dataset is not None:
-            log = self.config.log
-            result = validate(self.model.motion_estimator, self.ema.average, self.val_dataset,
-                              self.device, max_videos=log.val_videos or 10**9, max_frames=log.val_frames or 10**9,
-                              batch_size=self.config.data.batch_size, autocast_dtype=self.autocast_dtype)
-            self.monitor.info(
-                f"validation step {self.step}: L1 {result.l1:.4f} PSNR {result.psnr:.2f} dB "
-                f"(no-motion baseline L1 {result.l1_no_motion:.4f} PSNR {result.psnr_no_motion:.2f} dB) "
-                f"on {result.frames} frames of {result.videos} videos"
-                + (f" ({result.unreadable} unreadable test videos left out)" if result.unreadable else ""))
-            self.monitor.scalars(self.step, result.as_dict(), prefix="val")
-        self.ctx.barrier()
+        """Rank 0 validates the EMA generator (collective: every rank calls it; None elsewhere, and
+        without a validation set, which only rank 0 holds)."""
+        return self._on_rank0(self._validate_here, f"validate at step {self.step}")
+
+    def _validate_here(self) -> ValidationResult | None:
+        if self.val_dataset is None:
+            return None
+        log = self.config.log
+        result = validate(self.model.motion_estimator, self.ema.average, self.val_dataset,
+                          self.device, max_videos=log.val_videos or 10**9, max_frames=log.val_frames or 10**9,
+                          batch_size=self.config.data.batch_size, autocast_dtype=self.autocast_dtype)
+        self.monitor.info(
+            f"validation step {self.step}: L1 {result.l1:.4f} PSNR {result.psnr:.2f} dB "
+            f"(no-motion baseline L1 {result.l1_no_motion:.4f} PSNR {result.psnr_no_motion:.2f} dB) "
+            f"on {result.frames} frames of {result.videos} videos"
+            + (f" ({result.unreadable} unreadable test videos left out)" if result.unreadable else ""))
+        self.monitor.scalars(self.step, result.as_dict(), prefix="val")
         return result
 
     # ---- the loop ------------------------------------------------------------------------------
