@@ -391,6 +391,37 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data
     assert resumed.step == 3 and all(math.isfinite(v) for v in resumed.history[0].values())
 
 
+def test_fp16_stops_after_a_run_of_skipped_updates(data_root, tmp_path, monkeypatch):
+    """Under fp16 a non-finite loss is skipped by the gradient scaler; a loss that stayed non-finite
+    went on skipping every update to the last step without a word beyond the log."""
+    import mcc_fast.training.trainer as trainer_module
+    from mcc_fast.training.objective import TrainingObjective
+    from mcc_fast.training.trainer import TrainingDiverged
+
+    real = TrainingObjective.generator_terms
+
+    def nan_from_step_2(self, output, driving, step, **kwargs):
+        terms, diagnostics = real(self, output, driving, step, **kwargs)
+        if step >= 2:
+            terms["l1"] = terms["l1"] * float("nan")
+        return terms, diagnostics
+
+    monkeypatch.setattr(TrainingObjective, "generator_terms", nan_from_step_2)
+    monkeypatch.setattr(trainer_module, "MAX_SKIPPED_IN_A_ROW", 3)
+    with pytest.raises(TrainingDiverged, match=r"step 4: the loss is not finite \(.*l1 nan.*\).*for 3 steps in a "
+                       r"row, each update skipped by the fp16 gradient scaler"):
+        train(tiny_config(data_root, "train.total_iter=20", "train.precision=fp16"), tmp_path / "run")
+
+
+def test_fp16_a_skipped_update_now_and_then_goes_on(data_root, tmp_path, monkeypatch):
+    import mcc_fast.training.trainer as trainer_module
+
+    _nan_l1_at(monkeypatch, 2)
+    monkeypatch.setattr(trainer_module, "MAX_SKIPPED_IN_A_ROW", 1 + 1)
+    result = train(tiny_config(data_root, "train.total_iter=4", "train.precision=fp16"), tmp_path / "run")
+    assert result.step == 4 and not math.isfinite(result.history[1]["l1"])
+
+
 def test_a_checkpoint_of_non_finite_weights_is_refused(data_root, tmp_path):
     trainer = Trainer(tiny_config(data_root, "train.total_iter=2"), tmp_path / "run")
     try:

@@ -23,7 +23,8 @@ autocast with gradient scalers; flows and VQ distances stay fp32.
 Divergence: a step whose loss (or a discriminator loss) is NaN or Inf stops the run with a
 `TrainingDiverged` error naming the last checkpoint to resume from (its update made the
 weights non-finite; no checkpoint of them is written, so none of the earlier ones is pruned).
-Under fp16 the gradient scaler skips such an update instead, and the step is only logged.
+Under fp16 the gradient scaler skips such an update instead, and the step is only logged, until
+`MAX_SKIPPED_IN_A_ROW` steps in a row were skipped so (a loss that stays non-finite: no progress).
 
 Run folder: a fresh run (no resume) refuses a folder whose ``checkpoints/`` already holds
 checkpoints unless `overwrite` (which deletes them first). A run resumed from step S of its
@@ -95,7 +96,13 @@ class CheckpointWriteError(OSError):
 
 class TrainingDiverged(RuntimeError):
     """A step's loss was not finite (fp32 / bf16): its update made the weights non-finite, so the
-    run stops without a checkpoint of them; the message names the last checkpoint to resume."""
+    run stops without a checkpoint of them; the message names the last checkpoint to resume.
+    Under fp16: the loss was not finite for `MAX_SKIPPED_IN_A_ROW` steps in a row."""
+
+
+#: fp16: consecutive steps whose (backpropagated) loss is not finite, each update skipped by the
+#: gradient scaler, after which the run stops (the scale only fixes gradients, not the forward).
+MAX_SKIPPED_IN_A_ROW = 10
 
 
 #: The losses that are backpropagated (a non-finite one poisons the weights of an unscaled step).
@@ -334,6 +341,7 @@ class Trainer:
         self.step_lr: float | None = None  # the generator's lr of the last step (before its schedule step)
         self._abandoned: list[Path] = []  # later checkpoints of this folder, moved aside at the first save
         self._last_checkpoint: Path | None = None  # the one resumed from, then the last one written
+        self._skipped_in_a_row = 0  # fp16: steps in a row whose loss was not finite (updates skipped)
         try:
             resume_path = self._resume_path(resume)
             self._check_run_folder(resume_path, overwrite)
@@ -786,18 +794,23 @@ class Trainer:
         `TrainingDiverged` naming the last checkpoint (collective: every rank calls it)."""
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
         scaled = self.scalers["generator"].is_enabled()
-        poisoned = not scaled and any(k in bad for k in _BACKPROPAGATED)
+        backpropagated = any(k in bad for k in _BACKPROPAGATED)
+        poisoned = not scaled and backpropagated
+        self._skipped_in_a_row = self._skipped_in_a_row + 1 if scaled and backpropagated else 0
+        stuck = self._skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW
         if bad and not poisoned:
             note = " (fp16: the gradient scaler skips this update)" if scaled else ""
             self.monitor.info(f"step {self.step}: non-finite losses {bad}{note}")
-        if not self.ctx.any_flag(poisoned):
+        if not self.ctx.any_flag(poisoned or stuck):
             return
         shown = ", ".join(f"{k} {v}" for k, v in bad.items()) or "on another rank"
         last = self._last_checkpoint
         where = (f"The last checkpoint, {last}, is intact: continue from it with --resume {last}" if last
                  else "No checkpoint was written yet: start again")
+        why = (f"for {self._skipped_in_a_row} steps in a row, each update skipped by the fp16 gradient scaler: "
+               "no progress" if scaled else "this step's update made the weights non-finite")
         message = (f"step {self.step}: the loss is not finite ({shown}); training stopped, no checkpoint written "
-                   f"(this step's update made the weights non-finite). {where}, after a change that avoids "
+                   f"({why}). {where}, after a change that avoids "
                    "it (e.g. a lower optim.lr, train.precision fp32, or checking the data)")
         self.monitor.info(message)
         raise TrainingDiverged(message)
