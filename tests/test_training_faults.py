@@ -204,3 +204,16 @@ def test_a_stop_request_is_acknowledged_at_once(data_root, tmp_path, monkeypatch
     assert result.interrupted and result.step == 1 and result.checkpoint.name == "step_00000001"
     err = capfd.readouterr().err
     assert err.count("stop requested (SIGTERM)") == 1 and "then a checkpoint" in err and "Ctrl-C again" in err
+
+
+def test_spawned_data_workers_leave_a_ctrl_c_to_the_main_process():
+    """Ctrl-C reaches the data workers too; a spawned (or forkserver, Python 3.14's default) worker
+    does not inherit the main's stop handler and died of it, failing the step the stop finishes."""
+    from torch.utils.data import DataLoader
+
+    from mcc_fast.training.trainer import _worker_init
+    from training_workers import SigintDisposition  # spawned workers cannot import test files
+
+    loader = DataLoader(SigintDisposition(), batch_size=None, num_workers=1, worker_init_fn=_worker_init,
+                        multiprocessing_context="spawn")
+    assert list(loader) == [True, True]

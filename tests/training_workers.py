@@ -57,3 +57,17 @@ def failing_rank0_worker(rank: int, world: int, port: int, root: str, out: str, 
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
     Path(out, f"error_rank{rank}.txt").write_text(message)
+
+
+class SigintDisposition(torch.utils.data.Dataset):
+    """Item i: whether this (worker) process ignores SIGINT."""
+
+    seed = 0
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> bool:
+        import signal
+
+        return signal.getsignal(signal.SIGINT) is signal.SIG_IGN

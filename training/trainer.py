@@ -265,7 +265,13 @@ def _quiet_data_warnings() -> None:
 
 
 def _worker_init(worker_id: int) -> None:
-    """DataLoader workers: one thread each, RNGs seeded from (seed, rank, worker)."""
+    """DataLoader workers: one thread each, RNGs seeded from (seed, rank, worker); Ctrl-C ignored.
+
+    A Ctrl-C reaches the whole process group: the main process finishes its step and checkpoints
+    (`_StopRequest`), then stops its workers itself. A worker that died of the SIGINT would fail
+    that step ("DataLoader worker exited unexpectedly"); forked workers inherit the main's handler,
+    but spawned / forkserver ones (Python 3.14's default) start with Python's own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     if int(os.environ.get("RANK", "0")) != 0:
         _quiet_data_warnings()
