@@ -199,7 +199,7 @@ def backward(segments: Sequence[Segment], codebook: torch.Tensor, indices: torch
 
     indices: (sum N_s,) the forward's concatenated int64 indices. grad_zq: per segment
     gradient of z_q (None when z_q was unused). grad_loss: (S,) gradient of the losses, or
-    None. The codebook gradient has the codebook's dtype (accumulated in fp32).
+    None. The codebook gradient has the codebook's dtype (accumulated in fp32) and is contiguous.
     """
     nseg = len(segments)
     if not 1 <= nseg <= MAX_SEGMENTS:
@@ -249,7 +249,7 @@ def backward(segments: Sequence[Segment], codebook: torch.Tensor, indices: torch
     if not need_codebook_grad:
         return grad_z, None
     if not has_gloss:
-        return grad_z, torch.zeros_like(codebook)
+        return grad_z, torch.zeros(codebook.shape, dtype=codebook.dtype, device=device)
     if atomic:
         return grad_z, gcb32 if codebook.dtype == torch.float32 else gcb32.to(codebook.dtype)
 

@@ -626,6 +626,21 @@ def test_custom_ops_pass_opcheck():
                           test_utils=("test_schema", "test_faketensor"))
 
 
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("grads", ["loss atomic", "loss sorted", "z_q only"])
+def test_backward_op_fake_matches_a_transposed_codebook(backend, grads):
+    """A codebook parameter stored (d, K) and passed transposed: the codebook gradient's fake
+    (what torch.compile plans with) has the real one's strides (inductor asserted on them)."""
+    from mcc_fast.ops import vq as ops_vq
+
+    z, cb = _rand(7, 4, seed=84), _rand(4, 6, seed=85).t()
+    idx = nearest_code(z, cb, backend=backend)[0]
+    grad_loss = None if grads == "z_q only" else torch.ones(1, device=DEV)
+    torch.library.opcheck(ops_vq._quantize_bwd_op, (cb, idx, [z], torch.ones_like(z), grad_loss, [0], [6], 0.25,
+                                                    backend, grads == "loss sorted", True),
+                          test_utils=("test_schema", "test_faketensor"))
+
 def test_meta_tensors_give_output_shapes():
     z, cb = torch.empty(5, 3, 8, device="meta"), torch.empty(10, 8, device="meta")
     q = quantize(z, cb, 6, backend="triton")

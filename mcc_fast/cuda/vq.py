@@ -119,7 +119,7 @@ def backward(segments: Sequence[Segment], codebook: torch.Tensor, indices: torch
         if not need_codebook_grad:
             return grad_z, None
         if not has_gloss:
-            return grad_z, torch.zeros_like(codebook)
+            return grad_z, torch.zeros(codebook.shape, dtype=codebook.dtype, device=device)
         if atomic:
             return grad_z, gcb32 if codebook.dtype == torch.float32 else gcb32.to(codebook.dtype)
         sidx, order = torch.sort(indices, stable=True)

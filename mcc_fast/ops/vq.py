@@ -219,7 +219,7 @@ def _quantize_bwd_op(codebook: torch.Tensor, indices: torch.Tensor, zs: list[tor
                      grad_zq: Optional[torch.Tensor], grad_loss: Optional[torch.Tensor], starts: list[int],
                      nums: list[int], beta: float, backend: str, deterministic: bool,
                      need_codebook: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(dz (sum N_s, d), dcodebook (K, d), or an empty tensor when not needed)."""
+    """(dz (sum N_s, d), dcodebook (K, d) contiguous, or an empty tensor when not needed)."""
     rows = [z.shape[0] for z in zs]
     per_segment = [None] * len(zs) if grad_zq is None else list(grad_zq.split(rows))
     grad_z, grad_cb = _grad_impl(backend).backward(
@@ -231,7 +231,8 @@ def _quantize_bwd_op(codebook: torch.Tensor, indices: torch.Tensor, zs: list[tor
 @_quantize_bwd_op.register_fake
 def _(codebook, indices, zs, grad_zq, grad_loss, starts, nums, beta, backend, deterministic, need_codebook):
     grad_z = zs[0].new_empty(sum(z.shape[0] for z in zs), codebook.shape[1])
-    return grad_z, torch.empty_like(codebook) if need_codebook else codebook.new_empty(0)
+    # contiguous whatever the codebook's strides (a transposed parameter), as the kernels return it
+    return grad_z, codebook.new_empty(codebook.shape) if need_codebook else codebook.new_empty(0)
 
 
 def _quantize_setup(ctx, inputs, output):
