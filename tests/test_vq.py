@@ -377,6 +377,19 @@ def test_unused_outputs_and_partial_requires_grad(backend):
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_z_q_alone_gives_the_codebook_no_gradient(backend):
+    """z_q = z + sg(e - z): with the loss unused the codebook's gradient is None on every backend
+    (as autograd through the reference formula gives), never a tensor of zeros that an optimizer
+    with momentum or weight decay would step on."""
+    z, cb = _rand(30, 8, seed=37).requires_grad_(), _rand(12, 8, seed=38).requires_grad_()
+    quantize(z, cb, backend=backend).z_q.sum().backward()
+    assert torch.equal(z.grad, torch.ones_like(z)) and cb.grad is None
+    q0, q1 = quantize_multiscale([z, z[:5]], cb, [6, 12], backend=backend)
+    assert torch.autograd.grad(q0.z_q.sum() + q1.z_q.sum(), [z, cb], allow_unused=True, retain_graph=True)[1] is None
+    assert torch.autograd.grad(q0.z_q.sum() + q1.loss, cb)[0].abs().sum() > 0  # the loss still reaches it
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_statistics_carry_no_gradient(backend):
     """perplexity, usage, counts and distances are constants on every backend (as the reference's)."""
     z, cb = _rand(30, 8, seed=33).requires_grad_(), _rand(12, 8, seed=34).requires_grad_()

@@ -247,7 +247,9 @@ def _quantize_setup(ctx, inputs, output):
 def _quantize_backward(ctx, grad_zq, grad_loss, *_stats):
     codebook, indices, *zs = ctx.saved_tensors
     starts, nums, beta, backend, deterministic = ctx.cfg
-    need_cb, need_z = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    # z_q = z + sg(e - z) has no codebook gradient: the codebook gets one only through the loss
+    # (None, not zeros, as on the torch backend: an optimizer then skips the codebook)
+    need_cb, need_z = ctx.needs_input_grad[0] and grad_loss is not None, ctx.needs_input_grad[1]
     settings = (None,) * 6  # starts, nums, beta, precision, backend, deterministic
     if grad_loss is None and grad_zq is None:
         return None, [None] * len(zs), *settings  # one entry per z: the structure of the inputs
