@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -361,6 +364,44 @@ def test_torch_backend_gradcheck_float64():
         assert torch.autograd.gradcheck(lambda a, g: grid_sample(a, g, "bilinear", padding, True, backend="torch"),
                                         (x, grid))
 
+
+_CPU_BACKWARD_PROBE = """
+import torch, torch.nn.functional as F
+from mcc_fast.ops import grid_sample
+g = torch.Generator().manual_seed(0)
+x = torch.randn(1, 2, 4, 5, generator=g, requires_grad=True)
+grid = torch.rand(1, 3, 4, 2, generator=g) * 2.4 - 1.2
+grid[0, 1, 2, {axis}] = {value}
+grid.requires_grad_(True)
+out = grid_sample(x, grid, "bilinear", "{padding}", {align}, backend="torch")
+go = torch.randn(out.shape, generator=g)
+gx, gg = torch.autograd.grad(out, [x, grid], go)
+# ATen's forward values; the gradient of every other pixel, the flagged one giving none
+want = F.grid_sample(x.detach(), grid.detach(), padding_mode="{padding}", align_corners={align})
+torch.testing.assert_close(out, want, equal_nan=True)
+keep, clean = go.clone(), grid.detach().clone()
+keep[0, :, 1, 2] = 0
+clean[0, 1, 2] = 0
+x2, c2 = x.detach().requires_grad_(True), clean.requires_grad_(True)
+rgx, rgg = torch.autograd.grad(F.grid_sample(x2, c2, padding_mode="{padding}", align_corners={align}), [x2, c2], keep)
+torch.testing.assert_close(gx, rgx)
+torch.testing.assert_close(gg, rgg)
+assert torch.all(gg[0, 1, 2] == 0)
+"""
+
+
+@pytest.mark.parametrize("padding,value,align,axis", [
+    ("border", "float('nan')", False, 0), ("reflection", "float('nan')", True, 1),
+    ("reflection", "float('inf')", False, 1), ("reflection", "-float('inf')", True, 0),
+    ("reflection", "3e38", False, 0)])
+def test_torch_backend_cpu_backward_survives_coordinates_aten_crashes_on(padding, value, align, axis):
+    """ATen's CPU bilinear backward writes out of bounds (a segfault) for NaN with border padding and
+    for NaN, +-inf or overflowing coordinates with reflection: the torch backend keeps ATen's forward
+    and gives those pixels no gradient, as the kernels do. In a subprocess: a crash fails this test only."""
+    code = _CPU_BACKWARD_PROBE.format(axis=axis, value=value, padding=padding, align=align)
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert res.returncode == 0, f"exit status {res.returncode}\n{res.stderr[-3000:]}"
 
 def test_torch_backend_is_f_grid_sample():
     x = torch.randn(2, 3, 4, 5)

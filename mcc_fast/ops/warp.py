@@ -9,7 +9,9 @@ outputs follow channels-last inputs) and compute in float32; grids, flows and oc
 used in float32. float64 runs on the torch backend (the reference; its outputs take the same
 layout). NaN/inf grid coordinates behave as in ATen's CUDA grid sampler on every device
 (outside the image: zero with zeros padding); the torch backend is F.grid_sample itself, so on
-CPU tensors it gives what ATen's CPU sampler gives (NaN outputs for NaN coordinates).
+CPU tensors it gives what ATen's CPU sampler gives (NaN outputs for NaN coordinates), except
+that the coordinates ATen's CPU bilinear backward crashes on (NaN with border padding; NaN,
++-inf or an overflowing pixel coordinate with reflection) give no gradient, as on the kernels.
 The input gradient is accumulated with fp32 atomics unless `deterministic` (or
 `torch.use_deterministic_algorithms(True)`), which sorts the contributions and sums them in a
 fixed order: bitwise reproducible.
@@ -20,7 +22,7 @@ from typing import Optional
 
 import torch
 
-from .._dispatch import deterministic_requested, resolve_backend
+from .._dispatch import deterministic_requested, resolve_backend, under_vmap
 from ..reference import warp as reference
 from ._checks import check_same_device, check_tensor
 
@@ -215,6 +217,49 @@ def _keep_layout(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _unnormalize(coord: torch.Tensor, size: int, align_corners: bool) -> torch.Tensor:
+    """[-1, 1] -> pixel coordinate, as ATen's grid_sampler_unnormalize (and the kernels) compute it."""
+    if align_corners:
+        return (coord + 1.0) * 0.5 * (size - 1.0)
+    return ((coord + 1.0) * size - 1.0) * 0.5
+
+
+def _cpu_backward_unsafe(x: torch.Tensor, grid: torch.Tensor, padding_mode: str,
+                         align_corners: bool) -> torch.Tensor:
+    """(N, Ho, Wo) bool: output pixels whose coordinates ATen's CPU bilinear backward cannot take
+    (it writes out of bounds, a segfault): NaN with border padding; NaN, +-inf or a pixel
+    coordinate that overflows with reflection padding."""
+    g = grid.detach().to(reference.compute_dtype(x, grid))
+    cx = _unnormalize(g[..., 0], x.shape[-1], align_corners)
+    cy = _unnormalize(g[..., 1], x.shape[-2], align_corners)
+    if padding_mode == "border":
+        return torch.isnan(cx) | torch.isnan(cy)
+    return ~(torch.isfinite(cx) & torch.isfinite(cy))
+
+
+def _grid_sample_torch(x: torch.Tensor, grid: torch.Tensor, mode: str, padding_mode: str,
+                       align_corners: bool) -> torch.Tensor:
+    """The torch backend: F.grid_sample (the reference), in the kernels' layout.
+
+    On CPU, when autograd will differentiate a bilinear border/reflection sampling, the pixels
+    `_cpu_backward_unsafe` flags keep ATen's forward value but are sampled outside autograd: they
+    give x no gradient and the grid a zero gradient, as on the kernel backends (and ATen's CUDA
+    sampler), instead of crashing the process in the backward.
+    """
+    guard = (x.device.type == "cpu" and mode == "bilinear" and padding_mode != "zeros"
+             and torch.is_grad_enabled() and (x.requires_grad or grid.requires_grad))
+    if guard:
+        bad = _cpu_backward_unsafe(x, grid, padding_mode, align_corners)
+        # under vmap / torch.compile the mask cannot be read: always take the guarded form
+        if under_vmap() or torch.compiler.is_compiling() or bool(bad.any()):
+            with torch.no_grad():
+                raw = reference.grid_sample(x, grid, mode, padding_mode, align_corners)
+            safe = reference.grid_sample(x, grid.masked_fill(bad[..., None], 0.0), mode, padding_mode,
+                                         align_corners)
+            return _keep_layout(torch.where(bad[:, None], raw, safe), x)
+    return _keep_layout(reference.grid_sample(x, grid, mode, padding_mode, align_corners), x)
+
+
 def _check_flag(value, name: str) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
@@ -257,7 +302,7 @@ def grid_sample(x: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", pad
     det = deterministic_requested(deterministic)
     chosen = _choose(backend, "grid_sample", x, grid)
     if chosen == "torch":
-        return _keep_layout(reference.grid_sample(x, grid, mode, padding_mode, align_corners), x)
+        return _grid_sample_torch(x, grid, mode, padding_mode, align_corners)
     return _grid_sample_op(x, _f32(grid), MODES[mode], PADDINGS[padding_mode], align_corners, chosen, det)
 
 
