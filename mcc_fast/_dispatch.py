@@ -147,6 +147,22 @@ def _refuse_forward_ad(backend: str, op: str, tensors) -> None:
             f"{backend} backend (its custom op has a plain autograd formula); use backend='torch' or backend=None")
 
 
+def refuse_double_backward(backward_op, op: str) -> None:
+    """Give a kernel backward custom op an autograd formula that raises a NotImplementedError naming
+    the public `op`: differentiating its gradient again (create_graph=True, then a second backward
+    through it) is not implemented on the kernel backends; the torch backend runs it. (Without a
+    formula torch says only that mcc_fast::..._backward has none and to register one.)"""
+    def setup_context(ctx, inputs, output):
+        pass
+
+    def backward(ctx, *grads):
+        raise NotImplementedError(
+            f"{op}: double backward (a second derivative, through a gradient taken with create_graph=True) is "
+            "not implemented on the triton and cuda backends; use backend='torch' for it")
+
+    backward_op.register_autograd(backward, setup_context=setup_context)
+
+
 def resolve_backend(backend: str | None, *tensors, op: str, supported: tuple[str, ...] = BACKENDS) -> str:
     """Choose the backend for `op` on `tensors` (all on one device); raise if it cannot run.
 

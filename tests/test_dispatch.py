@@ -108,6 +108,36 @@ def test_torch_func_gradient_transforms_on_a_kernel_backend_name_the_op(case):
     torch.testing.assert_close(got, want)
 
 
+
+def _double_backward_cases():
+    """(name, fn(backend, primal), primal) for every kernel op whose backward is itself a custom op."""
+    from mcc_fast import ops
+
+    x, cb = torch.randn(1, 2, 3, 4), torch.randn(5, 3)
+    kp, grid, flows = torch.rand(1, 2, 2) * 2 - 1, torch.rand(1, 2, 2, 2) * 2 - 1, torch.rand(1, 2, 2, 2, 2) * 2 - 1
+    return [
+        ("grid_sample", lambda b, t: ops.grid_sample(t, grid, backend=b), x),
+        ("warp", lambda b, t: ops.warp(t, grid, backend=b), x),
+        ("warp_many", lambda b, t: ops.warp_many(t, flows, backend=b), x),
+        ("quantize", lambda b, z: ops.quantize(z, cb, backend=b).loss, torch.randn(4, 3)),
+        ("compose_flow", lambda b, t: ops.compose_flow(t, kp, kp.flip(-1), backend=b), torch.randn(1, 3, 3, 4)),
+        ("dense_motion_input", lambda b, t: ops.dense_motion_input(t, kp, kp.flip(-1), backend=b), x),
+    ]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_double_backward_on_a_kernel_backend_names_the_op(case):
+    """A second derivative through a kernel op's gradient (create_graph=True) raises a
+    NotImplementedError naming the op and the way out (it said only that mcc_fast::..._backward had
+    no autograd formula, and to register one); the first derivative with create_graph=True works."""
+    name, fn, primal = _double_backward_cases()[case]
+    leaf = primal.clone().requires_grad_()
+    g, = torch.autograd.grad(fn("triton", leaf).pow(2).sum(), leaf, create_graph=True)
+    want, = torch.autograd.grad(fn("torch", leaf).pow(2).sum(), leaf)
+    torch.testing.assert_close(g.detach(), want, atol=1e-4, rtol=1e-4)
+    with pytest.raises(NotImplementedError, match=f"{name}: double backward .* use backend='torch'"):
+        torch.autograd.grad(g.pow(2).sum(), leaf)
+
 def test_auto_backend_sends_torch_func_gradient_transforms_to_torch(monkeypatch):
     import mcc_fast._dispatch as dispatch
 

@@ -42,7 +42,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .._dispatch import resolve_backend
+from .._dispatch import refuse_double_backward, resolve_backend
 from ..reference import dense_motion as reference
 from ._checks import as_index, check_same_device, check_tensor
 
@@ -239,6 +239,7 @@ def _dmi_backward(ctx, grad):
 
 
 _dense_motion_input_op.register_autograd(_dmi_backward, setup_context=_dmi_setup)
+refuse_double_backward(_dense_motion_input_backward_op, "dense_motion_input")
 
 
 # --------------------------------------------------------------------------- compose_flow
@@ -290,6 +291,7 @@ def _compose_backward(ctx, grad_flow, grad_stats):
 
 
 _compose_flow_op.register_autograd(_compose_backward, setup_context=_compose_setup)
+refuse_double_backward(_compose_flow_backward_op, "compose_flow")
 
 
 # --------------------------------------------------------------------------- checks

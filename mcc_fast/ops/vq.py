@@ -62,7 +62,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .._dispatch import deterministic_requested, resolve_backend, under_vmap
+from .._dispatch import deterministic_requested, refuse_double_backward, resolve_backend, under_vmap
 from ..reference import vq as reference
 from ..reference.vq import Quantized, VQStats
 from ._checks import as_index, check_same_device, check_tensor
@@ -260,6 +260,7 @@ def _quantize_backward(ctx, grad_zq, grad_loss, *_stats):
 
 
 _quantize_op.register_autograd(_quantize_backward, setup_context=_quantize_setup)
+refuse_double_backward(_quantize_bwd_op, "quantize")
 
 
 def _quantize_group(zs2d, codebook, starts, nums, beta, precision, deterministic, backend):

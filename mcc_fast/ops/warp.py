@@ -22,7 +22,7 @@ from typing import Optional
 
 import torch
 
-from .._dispatch import deterministic_requested, resolve_backend, under_vmap
+from .._dispatch import deterministic_requested, refuse_double_backward, resolve_backend, under_vmap
 from ..reference import warp as reference
 from ._checks import check_same_device, check_tensor
 
@@ -105,6 +105,7 @@ def _grid_sample_backward(ctx, grad):
 
 
 _grid_sample_op.register_autograd(_grid_sample_backward, setup_context=_grid_sample_setup)
+refuse_double_backward(_grid_sample_bwd_op, "grid_sample")
 
 
 # --------------------------------------------------------------------------- warp
@@ -150,6 +151,7 @@ def _warp_backward(ctx, grad):
 
 
 _warp_op.register_autograd(_warp_backward, setup_context=_warp_setup)
+refuse_double_backward(_warp_bwd_op, "warp")
 
 
 # --------------------------------------------------------------------------- warp_many
@@ -194,6 +196,7 @@ def _warp_many_backward(ctx, grad):
 
 
 _warp_many_op.register_autograd(_warp_many_backward, setup_context=_warp_many_setup)
+refuse_double_backward(_warp_many_bwd_op, "warp_many")
 
 
 # --------------------------------------------------------------------------- public API
