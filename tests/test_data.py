@@ -453,3 +453,30 @@ def test_a_frame_whose_header_claims_a_huge_size_is_an_unreadable_video(tmp_path
         items = [ds[i] for i in range(len(ds))]
     assert len(items) == len(ds) and ds.videos.unreadable_videos() == ["a#1"]
     assert any(issubclass(w.category, UnreadableVideoWarning) and "1.png" in str(w.message) for w in caught)
+
+
+def test_evaluation_clip_of_a_large_video_holds_one_full_size_frame(tmp_path):
+    """VideoSequenceDataset (what `mcc-fast evaluate` reads) resizes each frame as it is decoded: peak
+    memory is one frame at the file's size plus the clip at the dataset's size, not the whole video at the
+    file's size (a long 1080p test video needed F x 6 MB, twice, before its resize)."""
+    import tracemalloc
+
+    n, native, size = 40, 192, 16
+    (tmp_path / "test").mkdir()
+    frames = np.repeat(_frames(2, n=1, size=native), n, axis=0)
+    write_video(tmp_path / "test" / "long.mp4", frames)
+    VideoSequenceDataset(tmp_path, split="test", size=size)[0]  # warm-up: lazy imports, decoder set-up
+    dataset = VideoSequenceDataset(tmp_path, split="test", size=size)  # fresh: nothing cached
+    tracemalloc.start()
+    try:
+        item = dataset[0]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert item["ok"] and item["video"].shape == (n, 3, size, size)
+    frame_bytes = native * native * 3
+    assert peak < 8 * frame_bytes, f"peak {peak} bytes = {peak / frame_bytes:.1f} full-size frames"
+    from mcc_fast.training.data.video_io import resize_frames
+
+    expected = resize_frames(read_video_frames(tmp_path / "test" / "long.mp4"), size)
+    assert torch.equal(item["video"], to_model_range(expected))  # the same pixels as resizing the decoded clip

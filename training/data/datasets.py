@@ -280,7 +280,8 @@ class VideoFolder:
             if known:
                 raise VideoReadError(known)
             try:
-                clip = self._resize(read_video_frames(self.entries[index].path, max_frames), index)
+                clip = read_video_frames(self.entries[index].path, max_frames,  # resized frame by frame
+                                         transform=lambda frame: self._resize(frame, index))
             except VideoReadError as exc:
                 if max_frames is None:
                     self._decode_failures[index] = str(exc)

@@ -16,7 +16,7 @@ import shutil
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -86,20 +86,32 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
-def read_video_frames(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:
+def read_video_frames(path: str | os.PathLike, max_frames: int | None = None, *,
+                      transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Decode a whole video file (or a folder of frame images) to uint8 ``(F, H, W, 3)``.
 
-    ``max_frames`` keeps only the first frames. Raises :class:`VideoReadError` when the
-    input is unreadable or has no frames.
+    ``max_frames`` keeps only the first frames. ``transform`` (e.g. a resize) is applied to each
+    uint8 ``(H, W, 3)`` frame as it is decoded, so only one frame at the file's own size is held at
+    a time (the result is ``(F, H', W', 3)``). Raises :class:`VideoReadError` when the input is
+    unreadable, has no frames, or its frames change size.
     """
     path = Path(path)
     if path.is_dir():
         files = list_frame_files(path)
         if max_frames is not None:
             files = files[:max_frames]
-        frames = [read_image(f) for f in files]
+        source: Iterator[np.ndarray] = (read_image(f) for f in files)
     else:
-        frames = list(iter_video_frames(path, max_frames=max_frames, strict=True))  # as the random-access reader
+        source = iter_video_frames(path, max_frames=max_frames, strict=True)  # as the random-access reader
+    frames, first_shape = [], None
+    try:
+        for frame in source:
+            first_shape = frame.shape if first_shape is None else first_shape
+            if frame.shape != first_shape:
+                _stack_frames([np.empty(first_shape, np.uint8), frame], path)  # raises, naming both sizes
+            frames.append(frame if transform is None else transform(frame))
+    finally:
+        source.close()
     if not frames:
         raise VideoReadError(f"video {str(path)!r} has no frames")
     return _stack_frames(frames, path)
