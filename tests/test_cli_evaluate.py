@@ -232,6 +232,28 @@ def test_option_errors_name_the_option(setup, capsys, no_model, tmp_path):
         assert f"argument {option}: expected an integer >= 1" in err and "batch_size" not in err
 
 
+def test_generated_frames_are_held_as_uint8():
+    """A video's generated frames were stacked as float32: 4x the memory of what the metrics read."""
+    from types import SimpleNamespace
+
+    from mcc_fast.commands import evaluate
+    from mcc_fast.evaluation import as_uint8_frames
+
+    frames = [torch.rand(3, 8, 8) * 2 - 1 for _ in range(5)]
+
+    class Animator(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def animate(self, source, driving, **kwargs):
+            return iter(frames)
+
+    args = SimpleNamespace(motion="relative", adapt_scale=True, batch=2)
+    out = evaluate._generated(Animator(), torch.zeros(1, 3, 8, 8), torch.zeros(5, 3, 8, 8), args)
+    assert out.dtype == torch.uint8 and torch.equal(out, as_uint8_frames(torch.stack(frames)))
+
+
 def test_no_computable_metric_exits_1_before_generating_anything(setup, capsys, monkeypatch, tmp_path):
     from mcc_fast.commands import evaluate
 

@@ -184,13 +184,16 @@ def _check_refs(pairs, names: dict[str, int], args) -> list[Path]:
 
 def _generated(model, source, driving, args):
     """The frames animating `source` (1, 3, S, S) with `driving` (F, 3, S, S), float [-1, 1] on the
-    CPU, with the motion options of `args`: (F, 3, S, S) float32 on the CPU."""
+    CPU, with the motion options of `args`: (F, 3, S, S) uint8 on the CPU, each frame quantised as
+    it comes (as the metrics read it: a quarter of the memory of float32 frames for a long video)."""
     import torch
+
+    from ..evaluation import as_uint8_frames
 
     device = next(model.parameters()).device
     frames = model.animate(source.to(device), driving.to(device), relative=args.motion == "relative",
                            adapt_scale=args.adapt_scale, batch_size=args.batch, output="tensor")
-    return torch.stack([f.float().cpu() for f in frames])
+    return torch.cat([as_uint8_frames(f.float().cpu(), "generated") for f in frames])
 
 
 def _same_identity_items(model, dataset, args):
