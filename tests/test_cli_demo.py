@@ -66,3 +66,24 @@ def test_demo_bad_device_is_one_line(tmp_path, small_demo_model, capsys, device,
     assert main(["demo", "--output", str(tmp_path / "o"), "--device", device]) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err and not (tmp_path / "o").exists()
+
+
+def test_demo_overwrite_that_fails_leaves_the_earlier_outputs_as_they_were(tmp_path, small_demo_model, capsys,
+                                                                           monkeypatch):
+    """--overwrite wrote out.mp4, side_by_side.mp4 and contact_sheet.png one after another: a failure at
+    the last (a full disk) left new videos beside the old contact sheet."""
+    import errno
+
+    out = tmp_path / "demo_out"
+    out.mkdir()
+    before = {name: f"earlier {name}".encode() for name in ("out.mp4", "side_by_side.mp4", "contact_sheet.png")}
+    for name, data in before.items():
+        (out / name).write_bytes(data)
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", disk_full)
+    assert main(["demo", "--output", str(out), "--device", "cpu", "--overwrite"]) != 0
+    assert "No space left on device" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # and no temporary file left

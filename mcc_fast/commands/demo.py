@@ -16,7 +16,8 @@ from ..cli import DEVICE_HELP, device_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", default="mcc_fast_demo", metavar="DIR", help="output folder (default ./mcc_fast_demo)")
+    parser.add_argument("--output", default="mcc_fast_demo", metavar="DIR",
+                        help="output folder (default ./mcc_fast_demo)")
     parser.add_argument("--device", default=None, metavar="DEVICE", help=DEVICE_HELP)
     parser.add_argument("--overwrite", action="store_true", help="replace files from an earlier demo run")
 
@@ -30,6 +31,8 @@ def contact_sheet(rows: list[list], every: int = 4):
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
+
     import numpy as np
 
     from ..cli import CommandError
@@ -57,17 +60,18 @@ def run(args: argparse.Namespace) -> int:
     panels = list(model.animate(source, driving, relative=True, side_by_side=True, fast=True))
     size = model.config.image_size
     results = [p[:, 2 * size:] for p in panels]
-    with VideoWriter(targets[0], fps, overwrite=args.overwrite) as writer:
-        for frame in results:
-            writer.write(frame)
-    with VideoWriter(targets[1], fps, overwrite=args.overwrite) as writer:
-        for frame in panels:
-            writer.write(frame)
-    sheet = contact_sheet([[p[:, :size] for p in panels], [p[:, size:2 * size] for p in panels], results])
-    with atomic_output(targets[2], overwrite=args.overwrite) as tmp:
+    # All three are written under temporary names, then renamed together: a failure on the way
+    # (a full disk) leaves the earlier outputs as they were, not a mix of old and new files.
+    with contextlib.ExitStack() as outputs:
+        tmp = [outputs.enter_context(atomic_output(t, overwrite=args.overwrite)) for t in targets]
+        for path, frames in ((tmp[0], results), (tmp[1], panels)):
+            with VideoWriter(path, fps) as writer:
+                for frame in frames:
+                    writer.write(frame)
+        sheet = contact_sheet([[p[:, :size] for p in panels], [p[:, size:2 * size] for p in panels], results])
         from PIL import Image
 
-        Image.fromarray(np.ascontiguousarray(sheet)).save(tmp, format="PNG")
+        Image.fromarray(np.ascontiguousarray(sheet)).save(tmp[2], format="PNG")
     elapsed = time.perf_counter() - started
     print(f"mcc-fast demo: {len(results)} frames in {elapsed:.1f} s; wrote")
     for t in targets:
