@@ -421,6 +421,30 @@ def test_float64_auto_uses_torch_and_kernel_backends_refuse_it():
             grid_sample(x, grid, backend="triton")
 
 
+def test_float64_grid_with_float32_features_runs_on_torch_and_kernel_backends_refuse_it():
+    """Only the grid is float64: auto runs the (float64) reference, a kernel backend is a TypeError
+    (the kernels would use the grid in float32 without a word)."""
+    x = _rand(1, 2, 3, 3)
+    grid = make_grid(1, 2, 2, seed=3).double()
+    want = reference.grid_sample(x, grid, "bilinear", "zeros", False)
+    torch.testing.assert_close(grid_sample(x, grid), want, rtol=0, atol=0)
+    if mcc_fast.backends()["triton"].available:
+        with pytest.raises(TypeError, match="float64"):
+            grid_sample(x, grid, backend="triton")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_torch_backend_output_keeps_the_feature_dtype(dtype):
+    """The torch backend computes in float32 and returns x's dtype, as the kernels do (docstring)."""
+    x = _rand(1, 2, 4, 5, seed=4, dtype=dtype)
+    grid = make_grid(1, 3, 3, seed=5)
+    for mode in MODES:
+        out = grid_sample(x, grid, mode, backend="torch")
+        assert out.dtype == dtype, mode
+        want = F.grid_sample(x.float(), grid, mode=mode, align_corners=False).to(dtype)
+        assert torch.equal(out, want), mode
+
+
 def test_bad_inputs_are_clear_errors():
     x = torch.randn(2, 3, 4, 5)
     grid = torch.zeros(2, 3, 3, 2)
