@@ -46,6 +46,19 @@ def test_triton_on_cpu_needs_interpreter(monkeypatch):
         resolve_backend("triton", torch.zeros(1), op="t")
 
 
+def test_triton_with_cpu_tensors_is_refused_without_the_interpreter(monkeypatch):
+    """Triton available (a GPU is present) but the tensors are on the CPU and TRITON_INTERPRET is off:
+    a RuntimeError naming the device, not a launch of GPU kernels on CPU memory."""
+    import mcc_fast._dispatch as dispatch
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(dispatch, "triton_status", lambda: dispatch.BackendStatus("triton", True, "test"))
+    with pytest.raises(RuntimeError, match="triton backend needs CUDA tensors.*cpu"):
+        resolve_backend("triton", torch.zeros(1), op="t")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert resolve_backend("triton", torch.zeros(1), op="t") == "triton"
+
+
 def test_mixed_devices_rejected():
     a = torch.zeros(1)
     b = torch.zeros(1, device="meta")
