@@ -144,6 +144,25 @@ def test_init_from_refuses_non_finite_weights_and_finds_numbered_authors_files(t
         load_init_weights(path, small_model.config)
 
 
+def test_authors_pair_with_non_finite_weights_is_refused(tmp_path, small_model):
+    """from_pretrained of the authors' pair refuses NaN/Inf weights as it does for our files."""
+    broken = mcc_fast.Model(small_model.config)
+    broken.load_state_dict(small_model.state_dict())
+    with torch.no_grad():
+        next(broken.generator.parameters()).view(-1)[0] = float("inf")
+    folder = _write_authors_pair(broken, tmp_path / "authors")
+    with pytest.raises(CheckpointError, match="NaN or Inf"):
+        mcc_fast.Model.from_pretrained(folder, device="cpu", config=small_model.config)
+
+
+def test_several_numbered_authors_files_are_an_error_naming_them(tmp_path, small_model):
+    """No net_g_latest.pth but two net_g_*.pth: a CheckpointError naming both, never one picked silently."""
+    folder = _write_authors_pair(small_model, tmp_path / "authors", "net_g_5000.pth")
+    (folder / "net_g_10000.pth").write_bytes((folder / "net_g_5000.pth").read_bytes())
+    with pytest.raises(CheckpointError, match=r"2 files match net_g\*\.pth \(net_g_10000\.pth, net_g_5000\.pth\)"):
+        mcc_fast.Model.from_pretrained(folder, device="cpu", config=small_model.config)
+
+
 # ---- saving -------------------------------------------------------------------------------------
 
 def test_fp16_save_refuses_values_that_overflow(tmp_path, small_model):
