@@ -28,6 +28,21 @@ def test_pruning_keeps_the_checkpoint_just_written_and_later_ones(tmp_path):
     assert names(tmp_path) == ["step_00000004", "step_00000006"]
 
 
+def test_latest_checkpoint_is_the_newest_folder_with_a_state_file(tmp_path):
+    """list_checkpoints takes complete step_* names only; latest_checkpoint skips a newer folder
+    without its state file (damaged by hand) and returns None when none has one."""
+    assert latest_checkpoint(tmp_path / "missing") is None
+    for step in (3, 10, 12):
+        (tmp_path / f"step_{step:08d}").mkdir()
+    (tmp_path / "step_1").mkdir()  # too short a number: not a checkpoint name
+    (tmp_path / ".tmp-step_00000099-1").mkdir()
+    assert names(tmp_path) == ["step_00000003", "step_00000010", "step_00000012"]
+    assert latest_checkpoint(tmp_path) is None
+    (tmp_path / "step_00000003" / "state.pt").write_bytes(b"")
+    (tmp_path / "step_00000010" / "state.pt").write_bytes(b"")
+    assert latest_checkpoint(tmp_path) == tmp_path / "step_00000010"
+
+
 def test_fresh_run_into_a_folder_with_checkpoints_is_refused_unless_overwrite(data_root, tmp_path):
     run = tmp_path / "run"
     root = run / "checkpoints"
