@@ -132,6 +132,31 @@ def _same_nested(a, b) -> bool:
     return a == b
 
 
+def test_resume_restores_the_global_rngs_and_the_gradient_scalers(data_root, tmp_path, monkeypatch):
+    """Code that draws from torch's / Python's / NumPy's global RNGs during training (a user's
+    augmentation) sees the same numbers after a resume, and fp16's gradient scalers continue
+    (their growth trackers count on): the checkpoint's states are restored, not re-seeded."""
+    import random
+
+    real_step = Trainer.train_step
+
+    def drawing_step(self, micro_batches):
+        torch.rand(3), random.random(), np.random.rand()
+        return real_step(self, micro_batches)
+
+    monkeypatch.setattr(Trainer, "train_step", drawing_step)
+    settings = ("train.total_iter=3", "train.precision=fp16", "data.repeats=1")
+    full = train(tiny_config(data_root, *settings), tmp_path / "full")
+    first = train(tiny_config(data_root, *settings), tmp_path / "split", stop_at=1)
+    assert first.checkpoint.name == "step_00000001"
+    second = train(tiny_config(data_root, *settings), tmp_path / "split", resume="latest")
+    state_a = load_checkpoint(full.checkpoint).state
+    state_b = load_checkpoint(second.checkpoint).state
+    assert state_a["scalers"]["generator"], "fp16 training should use a gradient scaler"
+    assert _same_nested(state_a["scalers"], state_b["scalers"]), (state_a["scalers"], state_b["scalers"])
+    assert _same_nested(state_a["rng"], state_b["rng"]), "the RNG states after a resume differ"
+
+
 def test_a_fresh_run_seeds_the_global_rngs_from_the_config(data_root, tmp_path):
     import random
 
