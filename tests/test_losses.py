@@ -56,6 +56,11 @@ def test_low_resolution_loss_weights():
     assert out.total.item() == pytest.approx(1.25)
     skipped = low_resolution_loss(frame, target, None)
     assert skipped.perceptual.item() == 0
+    # the main output's l1 / perceptual weights scale their low-resolution terms too
+    scaled = low_resolution_loss(frame, target, lambda a, b: torch.tensor(2.0), weight=0.5, l1_weight=3.0,
+                                 perceptual_weight=0.25)
+    assert scaled.l1.item() == pytest.approx(0.5 * 3.0 * 0.5)
+    assert scaled.perceptual.item() == pytest.approx(0.5 * 0.25 * 2.0)
 
 
 def test_motion_reconstruction_hand_value_and_stop_gradient():
@@ -101,6 +106,10 @@ def test_adaptive_weight_hand_value():
     assert not weight.requires_grad
     # clamp: a much larger reconstruction gradient saturates at 0.8 * 1
     assert adaptive_gan_weight(100 * rec, gan, w).item() == pytest.approx(0.8)
+    # ... at 0.8 * max_ratio for another clamp (LossWeights.gan_max_ratio)
+    assert adaptive_gan_weight(100 * rec, gan, w, max_ratio=0.25).item() == pytest.approx(0.8 * 0.25)
+    assert adaptive_gan_weight(rec, gan, w, max_ratio=0.25).item() == pytest.approx(0.8 * 0.25)
+    assert adaptive_gan_weight(3 * rec, gan, w, max_ratio=4.0).item() == pytest.approx(0.8 * 3 / (2 + 1e-4))
 
 
 def test_adaptive_weight_toy_network_matches_manual_autograd():
@@ -231,6 +240,11 @@ def test_transform_is_seeded():
     assert torch.equal(a.theta, b.theta) and torch.equal(a.control_params, b.control_params)
     assert not torch.equal(a.theta, c.theta)
     assert a.control_params.shape == (4, 25)
+    # bad parameters are refused when the parameters are made, naming the field
+    for bad in ({"points_tps": 1}, {"points_tps": -1}, {"sigma_affine": -0.1}, {"sigma_tps": -0.1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TransformParams(**bad)
+    assert not TransformParams(points_tps=0).uses_tps and not TransformParams(sigma_tps=None).uses_tps
 
 
 def test_equivariance_losses_by_hand():
