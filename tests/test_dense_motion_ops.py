@@ -297,6 +297,13 @@ def test_dense_motion_input_with_another_heatmap_variance(backend, variance):
     _close(out, want, 2e-5, f"dense motion input, variance {variance}")
     for g, e in zip(grads, expected):
         _close(g, e, 2e-5, f"dense motion input grads, variance {variance}")
+    kp = _to(kp_s, grad=True)  # keypoint_heatmaps' own backward follows the variance too
+    heat = keypoint_heatmaps(kp, (7, 6), variance, backend=backend)
+    grad_heat = torch.randn(heat.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    (d_kp,) = torch.autograd.grad(heat, kp, _to(grad_heat))
+    want, (expected_kp,) = _ref_grads(lambda k: ref.keypoint_heatmaps(k, (7, 6), variance), (kp_s,), grad_heat)
+    _close(heat, want, 2e-5, f"heatmaps, variance {variance}")
+    _close(d_kp, expected_kp, 2e-5, f"heatmap d kp, variance {variance}")
 
 
 # ----------------------------------------------------------------------------- dtypes
@@ -696,6 +703,27 @@ def test_cuda_graph_capture_forward_and_backward(backend):
     torch.cuda.synchronize()
     for s, e in zip(static, eager):
         torch.testing.assert_close(s, e, rtol=1e-5, atol=1e-6)
+
+
+def test_source_gradient_alert_follows_the_deterministic_setting():
+    """The alert's rule on any machine (the CUDA test below runs it for real): CUDA sources only;
+    an error under use_deterministic_algorithms(True), a warning with warn_only, else nothing."""
+    import types
+    import warnings
+
+    from mcc_fast.ops.dense_motion import _alert_source_grad_not_deterministic as alert
+
+    on_cuda = types.SimpleNamespace(device=torch.device("cuda"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        alert(on_cuda)  # deterministic algorithms off: silent
+        with deterministic_algorithms():
+            alert(torch.zeros(1))  # a CPU source: its backward is the reference's
+            with pytest.raises(RuntimeError, match="deterministic"):
+                alert(on_cuda)
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            with pytest.warns(UserWarning, match="deterministic"):
+                alert(on_cuda)
 
 
 @pytest.mark.gpu
