@@ -148,6 +148,10 @@ def test_bad_arguments_name_themselves():
     torch.testing.assert_close(group_norm_swish(x, np.int64(4), w, b), group_norm_swish(x, 4, w, b), rtol=0, atol=0)
     with pytest.raises(TypeError, match="x must be a floating"):
         group_norm_swish(x.long(), 4)
+    for bad in (-1e-6, float("nan"), "1e-6", True, None):
+        for backend in ("torch", "triton"):
+            with pytest.raises(ValueError, match="eps must be a number >= 0"):
+                group_norm_swish(x, 4, w, b, eps=bad, backend=backend)
     with pytest.raises(ValueError, match="backend"):
         group_norm_swish(x, 4, backend="fortran")
     with pytest.raises(RuntimeError, match="not implemented"):
