@@ -115,6 +115,32 @@ def test_step_folder_is_checked_against_its_recorded_hash(tmp_path, small_model)
         mcc_fast.Model.from_pretrained(step, device="cpu")
 
 
+def test_training_checkpoint_of_mismatched_parts_or_a_later_state_version_is_refused(tmp_path, small_model):
+    """load_checkpoint: a generator.safetensors written for another model config (its record in
+    state.pt consistent) and a state file of a later version are CheckpointErrors naming them."""
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    from mcc_fast.training.checkpointing import load_checkpoint
+
+    step = _training_checkpoint(tmp_path, small_model)
+    assert load_checkpoint(step).step == 7
+    state_path, generator = step / "state.pt", step / "generator.safetensors"
+    state = torch.load(state_path, weights_only=True)
+    other = ModelConfig.small(64, num_kp=5)
+    save_file(load_file(str(generator)), str(generator),
+              metadata={"format": "mcc_fast.training", "part": "generator", "config": other.to_json()})
+    state["files"]["generator.safetensors"] = {"bytes": generator.stat().st_size,
+                                               "sha256": hashlib.sha256(generator.read_bytes()).hexdigest()}
+    torch.save(state, state_path)
+    with pytest.raises(CheckpointError, match=r"generator\.safetensors: its model config differs"):
+        load_checkpoint(step)
+    torch.save(dict(state, version=2), state_path)
+    with pytest.raises(CheckpointError, match=r"state\.pt: training state version 2, expected 1"):
+        load_checkpoint(step)
+
+
 def test_run_folder_names_its_newest_checkpoint(tmp_path, small_model):
     step = _training_checkpoint(tmp_path, small_model)
     for folder in (tmp_path / "run", tmp_path / "run" / "checkpoints"):
