@@ -71,6 +71,31 @@ def _small_model(seed: int = 0, image_size: int = 64) -> mcc_fast.Model:
     return model
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_folded_batchnorm_uses_its_eps_and_running_statistics(channels_last):
+    """Conv and UpsampleConv fold an eval BatchNorm exactly: with running variances near eps
+    (a trained net's quiet channels) the eps matters, so a fold that drops it is caught."""
+    import torch.nn.functional as F
+
+    from mcc_fast.fast.layers import Conv, UpsampleConv
+    from mcc_fast.fast.runtime import FastOptions, Runtime
+
+    torch.manual_seed(0)
+    conv, bn = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4, eps=1e-3).eval()
+    with torch.no_grad():
+        bn.running_mean.normal_(0, 0.5)
+        bn.running_var.uniform_(1e-4, 1e-3)
+        bn.weight.normal_(1, 0.2)
+        bn.bias.normal_(0, 0.2)
+    rt = Runtime(torch.nn.Sequential(conv, bn), FastOptions(channels_last=channels_last))
+    x = torch.randn(2, 3, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(Conv(rt, conv, bn)(rt.feature(x)), bn(conv(x)), rtol=1e-4, atol=1e-4)
+        up = UpsampleConv(rt, conv, bn)(rt.feature(x))
+        torch.testing.assert_close(up, bn(conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))),
+                                   rtol=1e-4, atol=1e-4)
+
+
 def _images(n: int, size: int = 64, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, 3, size, size, generator=g) * 2 - 1
