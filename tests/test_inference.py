@@ -320,6 +320,10 @@ def test_convex_hull_area_and_movement_scale():
     assert convex_hull_area(np.array([[0, 0], [1, 1], [2, 2]])) == 0.0  # collinear
     kp = torch.from_numpy(rng.uniform(-0.5, 0.5, (2, 10, 2))).float()
     torch.testing.assert_close(movement_scale(2 * kp, kp), torch.tensor([2.0, 2.0]))
+    # per sample (FOMM takes sample 0's scale for the whole batch), and a batch-1 reference broadcasts
+    per_sample = torch.stack([2 * kp[0], 0.5 * kp[1]])
+    torch.testing.assert_close(movement_scale(per_sample, kp), torch.tensor([2.0, 0.5]))
+    torch.testing.assert_close(movement_scale(torch.stack([3 * kp[0], kp[0]]), kp[:1]), torch.tensor([3.0, 1.0]))
     with pytest.warns(RuntimeWarning, match="degenerate keypoint hull"):
         scale = movement_scale(kp[:1], torch.zeros(1, 10, 2))
     assert scale.tolist() == [1.0]
