@@ -218,6 +218,14 @@ def test_save_path_edge_cases(tmp_path, small_model, monkeypatch):
     (tmp_path / "d.safetensors").mkdir()
     with pytest.raises(ValueError, match=r"d\.safetensors' is a folder"):
         small_model.save_pretrained(tmp_path / "d.safetensors")
+    for foreign in ("w.PTH", "w.Bin", "w.pt"):  # another format's suffix, in any case: refused, no folder made
+        with pytest.raises(ValueError, match="save_pretrained writes safetensors"):
+            small_model.save_pretrained(tmp_path / foreign)
+        assert not (tmp_path / foreign).exists()
+    half = small_model.save_pretrained(tmp_path / "h.safetensors", dtype="FP16")  # dtype names in any case
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(str(half)).values() if t.is_floating_point()} == {torch.float16}
 
 
 def test_save_through_a_symlink_keeps_the_link(tmp_path, small_model):
