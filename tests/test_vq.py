@@ -730,3 +730,15 @@ def test_overflowing_norm_with_finite_products_is_documented(backend):
     assert idx.tolist() == [want] and dist.tolist() == [float("inf")]
     ref_idx, ref_dist = nearest_code(z, cb, backend="torch")
     assert ref_idx.tolist() == [-1] and bool(torch.isnan(ref_dist).all())
+
+
+def test_nearest_code_passes_no_gradient():
+    """nearest_code is a search: its distances carry no graph back to z or the codebook (docstring),
+    on the torch backend too (the reference's arithmetic would otherwise record one)."""
+    z = torch.randn(6, 4, requires_grad=True)
+    codebook = torch.randn(9, 4, requires_grad=True)
+    backends = ["torch"] + (["triton"] if mcc_fast.backends()["triton"].available else [])
+    for backend in backends:
+        indices, distances = nearest_code(z, codebook, backend=backend)
+        assert not distances.requires_grad and distances.grad_fn is None, backend
+        assert indices.dtype == torch.int64
