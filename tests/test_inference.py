@@ -142,6 +142,38 @@ def test_train_mode_and_grad_mode_left_alone(model, face, clip):
         model.eval()
 
 
+def _modes(module: torch.nn.Module) -> dict[str, bool]:
+    return {name: m.training for name, m in module.named_modules()}
+
+
+def test_each_submodules_mode_is_restored(model, face, clip):
+    """A training model with a frozen (eval-mode) motion estimator keeps it frozen after animate
+    (restoring with model.train(True) put every submodule in training mode)."""
+    model.train()
+    model.motion_estimator.eval()
+    before = _modes(model)
+    try:
+        list(model.animate(face, clip[:2], batch_size=1))
+        assert _modes(model) == before
+    finally:
+        model.eval()
+
+
+def test_a_training_submodule_of_an_eval_model_runs_in_eval_mode(model, face, clip, reference_output):
+    """An eval model with one submodule in training mode still animates in eval mode (its
+    BatchNorm running statistics are neither used nor updated) and the submodule's mode is kept."""
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    model.motion_estimator.train()
+    try:
+        frames = torch.stack(list(model.animate(face, clip, batch_size=3, output="tensor")))
+        assert model.motion_estimator.training and not model.training
+    finally:
+        model.eval()
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, buffers[k])]
+    assert not changed, changed[:3]
+    assert torch.equal(frames, reference_output)
+
+
 # ---- resizing and cropping -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("fast", [False, True])

@@ -250,6 +250,16 @@ def test_flops_of_a_one_channel_model_and_bad_batches():
             model.flops(batch)
 
 
+def test_flops_keeps_each_submodules_mode():
+    """flops() runs in eval mode and gives every submodule back its own mode (a training model
+    with a frozen motion estimator: restoring with train(True) unfroze it)."""
+    model = mcc_fast.Model(ModelConfig.small(32, 3, 8)).train()
+    model.motion_estimator.eval()
+    before = {name: m.training for name, m in model.named_modules()}
+    model.flops()
+    assert {name: m.training for name, m in model.named_modules()} == before
+
+
 def test_training_outputs_only_when_asked(small_model):
     source, driving = _pair()
     with torch.no_grad():

@@ -780,6 +780,22 @@ def test_zero_validation_videos_and_frames_mean_all_of_them(data_root, tmp_path)
     assert math.isfinite(result.l1) and math.isfinite(result.l1_no_motion)
 
 
+def test_validate_keeps_each_submodules_mode():
+    """validate() runs the networks in eval mode and gives every submodule back its own mode (a
+    frozen keypoint detector stayed frozen; restoring with train(True) unfroze it)."""
+    from mcc_fast.model import Model, ModelConfig
+    from mcc_fast.training.validation import validate
+
+    torch.manual_seed(0)
+    model = Model(ModelConfig.small(SIZE, 3, 8)).train()
+    model.motion_estimator.keypoint_detector.eval()
+    before = {name: m.training for name, m in model.named_modules()}
+    video = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    result = validate(model.motion_estimator, model.generator, [{"ok": True, "video": video}], torch.device("cpu"))
+    assert result.frames == 3
+    assert {name: m.training for name, m in model.named_modules()} == before
+
+
 def test_validation_says_how_many_test_videos_it_left_out(data_root, tmp_path):
     import shutil
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mcc_fast.model.modes import eval_mode
+
 __all__ = ["ValidationResult", "validate"]
 
 
@@ -48,12 +50,9 @@ def validate(motion_estimator: nn.Module, generator: nn.Module, dataset, device:
     `VideoSequenceDataset`); see the module docstring. PSNR averages finite per-frame values."""
     from mcc_fast.evaluation.pixel import l1_per_frame, psnr_per_frame
 
-    modes = (motion_estimator.training, generator.training)
-    motion_estimator.eval()
-    generator.eval()
     l1s, psnrs, l1_base, psnr_base = [], [], [], []
     videos = unreadable = 0
-    try:
+    with eval_mode(motion_estimator, generator):
         for index in range(min(max_videos, len(dataset))):
             item = dataset[index]
             if not item["ok"] or item["video"].shape[0] == 0:
@@ -73,9 +72,6 @@ def validate(motion_estimator: nn.Module, generator: nn.Module, dataset, device:
                 psnrs += psnr_per_frame(frame, driving).tolist()
                 l1_base += l1_per_frame(source, driving).tolist()
                 psnr_base += psnr_per_frame(source, driving).tolist()
-    finally:
-        motion_estimator.train(modes[0])
-        generator.train(modes[1])
     return ValidationResult(
         l1=_finite_mean(l1s), psnr=_finite_mean(psnrs), l1_no_motion=_finite_mean(l1_base),
         psnr_no_motion=_finite_mean(psnr_base), videos=videos, frames=len(l1s), unreadable=unreadable)

@@ -7,7 +7,6 @@ driving input (a video path or any iterable streams; nothing is held beyond one 
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from ..model.generator.outputs import SourceFeatures
+from ..model.modes import eval_mode
 from ..model.motion.keypoint_detector import Keypoints
 from ..ops._checks import as_index
 from .inputs import CropBox, _pil_image_type, check_box_form, is_path, prepare_images
@@ -55,19 +55,6 @@ class _NoteOnce:
             from .inputs import ResizeNote
 
             warnings.warn(message, ResizeNote, stacklevel=3)
-
-
-@contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode (per-sample BatchNorm) for the duration of the block, restored after."""
-    was_training = model.training
-    if was_training:
-        model.eval()
-    try:
-        yield
-    finally:
-        if was_training:
-            model.train(True)
 
 
 def to_uint8_frames(frames: torch.Tensor) -> np.ndarray:
@@ -218,7 +205,7 @@ def animate(model: "Model", source: Any, driving: Any, *, relative: bool = True,
     if fast is None:
         fast = bool(getattr(model, "fast_path", False))
     me, generator = model.motion_estimator, model.generator
-    with torch.no_grad(), _eval_mode(model):
+    with torch.no_grad(), eval_mode(model):
         if fast:
             fast_model = model.fast()
             cache = fast_model.prepare_source(source_image)
@@ -246,7 +233,7 @@ def _frames(model: "Model", state: _Source, batches: Iterator[torch.Tensor], kp_
     scale: torch.Tensor | float | None = None
     for driving in batches:
         n = driving.shape[0]
-        with torch.no_grad(), _eval_mode(model):
+        with torch.no_grad(), eval_mode(model):
             if fast:
                 _refresh_source(model.fast(), state)
             kp_driving = detect(driving)

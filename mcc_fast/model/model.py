@@ -17,6 +17,7 @@ from .fused import FusedOps
 from .generator.codebook import Codebook
 from .generator.generator import Generator
 from .generator.outputs import GeneratorOutput
+from .modes import eval_mode
 from .motion.dense_motion import DenseMotionNetwork
 from .motion.motion_estimator import MotionEstimate, MotionEstimator
 
@@ -169,19 +170,16 @@ class Model(nn.Module):
         size, channels = self.config.image_size, self.config.generator.image_channels
         source = torch.zeros(batch, channels, size, size, device=param.device, dtype=param.dtype)
         driving = torch.zeros_like(source)
-        was_training = self.training
         requires_grad = [p.requires_grad for p in self.parameters()]
-        self.eval()
         self.requires_grad_(False)  # FlopCounterMode's module hooks need no autograd graph
         try:
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            with eval_mode(self), torch.no_grad(), FlopCounterMode(display=False) as counter:
                 motion = self.motion_estimator(driving, source)
             motion_flops = counter.get_total_flops()
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            with eval_mode(self), torch.no_grad(), FlopCounterMode(display=False) as counter:
                 self.generator(source, motion)
             generator_flops = counter.get_total_flops()
         finally:
-            self.train(was_training)
             for p, flag in zip(self.parameters(), requires_grad):
                 p.requires_grad_(flag)
         return {"motion_estimator": motion_flops, "generator": generator_flops,
