@@ -37,6 +37,20 @@ def _same_weights(a: mcc_fast.Model, b: mcc_fast.Model) -> bool:
     return all(torch.equal(t, sb[k]) for k, t in a.state_dict().items())
 
 
+# ---- global state ---------------------------------------------------------------------------------
+
+def test_loading_leaves_the_global_rng_alone(tmp_path, small_model):
+    """from_pretrained (ours and the authors' pair) draws nothing from torch's global generator:
+    the random initialisation its weights replace ran on it, so a seeded script's later draws
+    depended on whether (and which) model it loaded."""
+    ours = small_model.save_pretrained(tmp_path / "m.safetensors")
+    authors = _write_authors_pair(small_model, tmp_path / "authors")
+    for path, config in ((ours, None), (authors, small_model.config)):
+        state = torch.get_rng_state()
+        mcc_fast.Model.from_pretrained(path, device="cpu", config=config)
+        assert torch.equal(torch.get_rng_state(), state), path
+
+
 # ---- the authors' format: config -------------------------------------------------------------------
 
 def test_authors_pair_of_another_config_needs_config_and_says_so(tmp_path, small_model):

@@ -290,9 +290,16 @@ def load_model(cls, path: Any, config: ModelConfig | None = None):
         _refuse_run_folder(p)
     state = convert_official_checkpoint(path, config, config_given=config is not None)
     check_finite(state, path)
-    model = cls(config or ModelConfig())
+    model = _build(cls, config or ModelConfig())
     model.load_state_dict(state, strict=True)
     return model
+
+
+def _build(cls, config: ModelConfig):
+    """`cls(config)` whose random initialisation (replaced by the loaded weights) leaves torch's
+    global generator as it was: loading a model consumes none of a seeded script's randomness."""
+    with torch.random.fork_rng(devices=[]):  # the model is built on the CPU
+        return cls(config)
 
 
 def _verify_training_checkpoint(folder: Path) -> None:
@@ -346,7 +353,7 @@ def _model_from_ours(cls, path: Path, expected: ModelConfig | None = None):
         raise CheckpointError(f"{path}: it holds its own model config, which differs from the config given "
                               f"(leave config out for our files): {shown}")
     check_finite(state, path)
-    model = cls(config)
+    model = _build(cls, config)
     _check_kinds(model.state_dict(), state, path)
     try:
         model.load_state_dict(state, strict=True)
