@@ -349,6 +349,21 @@ def test_fan_heatmap_decoding_and_scaling_to_the_frame(tmp_path):
     torch.testing.assert_close(landmarks[1], torch.tensor([[21.5, 41.0], [81.0, 10.5]]))
 
 
+def test_metric_networks_load_without_drawing_from_the_global_rng(tmp_path, inception_file):
+    """Loading LPIPS, the FID Inception and ArcFace leaves torch's global generator alone (their
+    random initialisation, replaced by the file's weights, drew from it: a seeded script's later
+    draws depended on which metrics it loaded)."""
+    network = IResNet(blocks=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem=4, num_features=8)
+    torch.save(network.state_dict(), tmp_path / "arcface_tiny.pth")
+    loaders = {"lpips": lambda: load_lpips_vgg(*_tiny_lpips_files(tmp_path)),
+               "inception": lambda: load_inception_pool3(inception_file),
+               "arcface": lambda: ArcFaceEmbedder.load(tmp_path / "arcface_tiny.pth")}
+    for name, load in loaders.items():
+        state = torch.get_rng_state()
+        load()
+        assert torch.equal(torch.get_rng_state(), state), name
+
+
 def test_arcface_iresnet_loads_from_an_arcface_torch_state_dict(tmp_path):
     torch.manual_seed(0)
     network = IResNet(blocks=(1, 2, 1, 1), widths=(4, 6, 8, 8), stem=4, num_features=16)

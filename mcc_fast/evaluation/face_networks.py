@@ -222,7 +222,8 @@ def _iresnet_from_state(state: dict[str, torch.Tensor], path: str) -> IResNet:
     side = round((fc_in / widths[-1]) ** 0.5)
     if side * side * widths[-1] != fc_in:
         raise ValueError(f"ArcFace weights {path!r}: fc.weight in_features {fc_in} is not {widths[-1]} x side^2")
-    model = IResNet(tuple(blocks), tuple(widths), stem, num_features, input_size=side * 16)
+    with torch.random.fork_rng(devices=[]):  # the random init (replaced below) leaves the global RNG alone
+        model = IResNet(tuple(blocks), tuple(widths), stem, num_features, input_size=side * 16)
     wanted = model.state_dict()
     missing = sorted(k for k in wanted if k not in state and not k.endswith("num_batches_tracked"))
     extra = sorted(k for k in state if k not in wanted)

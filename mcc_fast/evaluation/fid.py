@@ -334,7 +334,8 @@ def load_inception_pool3(path: str | os.PathLike, device: str | torch.device = "
     ``fc.*``, ``AuxLogits.*`` and BatchNorm ``num_batches_tracked`` entries are ignored;
     any other missing or unexpected key, or a shape mismatch, is an error naming the file.
     """
-    model = InceptionV3Pool3()
+    with torch.random.fork_rng(devices=[]):  # the random init (replaced below) leaves the global RNG alone
+        model = InceptionV3Pool3()
     state = load_state_dict(path)
     wanted = model.state_dict()
     ignored = ("fc.", "AuxLogits.")

@@ -166,7 +166,8 @@ def load_lpips_vgg(vgg16_path: str | os.PathLike, lin_path: str | os.PathLike,
     if not any(k.startswith("features.") for k in vgg_state):
         vgg_state = {f"features.{k}": v for k, v in vgg_state.items()}
     widths = _vgg_widths(vgg_state, vgg_path)
-    model = LPIPSVGG(widths)
+    with torch.random.fork_rng(devices=[]):  # the random init (replaced below) leaves the global RNG alone
+        model = LPIPSVGG(widths)
     trunk_state = {f"features.{i}.{p}": vgg_state[f"features.{i}.{p}"] for i in VGG16_CONV_INDICES for p in ("weight", "bias")}
     model.trunk.load_state_dict(trunk_state, strict=True)
 
