@@ -24,6 +24,7 @@ from ._dense_motion_geometry import (
     pixel_grid,
     store_keypoint_grads,
 )
+from ._device import on_tensor_device
 
 BLOCK = 256
 NUM_WARPS = 4
@@ -138,6 +139,7 @@ def _jac_ptrs(kp_s, jac_s, jac_d):
     return (kp_s, kp_s) if jac_s is None else (jac_s, jac_d)
 
 
+@on_tensor_device
 def compose_flow_forward(logits: torch.Tensor, kp_s: torch.Tensor, kp_d: torch.Tensor,
                          jac_s: torch.Tensor | None, jac_d: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the forward. logits (B, K+1, H, W) any strides, float32/16/bf16; kp_* (B, K, 2),
@@ -157,6 +159,7 @@ def compose_flow_forward(logits: torch.Tensor, kp_s: torch.Tensor, kp_d: torch.T
     return flow, stats
 
 
+@on_tensor_device
 def compose_flow_backward(grad: torch.Tensor, logits: torch.Tensor, flow: torch.Tensor, stats: torch.Tensor,
                           kp_s: torch.Tensor, kp_d: torch.Tensor, jac_s: torch.Tensor | None,
                           jac_d: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

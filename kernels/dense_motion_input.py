@@ -25,6 +25,7 @@ from ._dense_motion_geometry import (
     pixel_grid,
     store_keypoint_grads,
 )
+from ._device import on_tensor_device
 
 BLOCK = 256
 NUM_WARPS = 4
@@ -204,6 +205,7 @@ def _jac_ptrs(kp_s, jac_s, jac_d):
     return (kp_s, kp_s) if jac_s is None else (jac_s, jac_d)
 
 
+@on_tensor_device
 def dense_motion_input_forward(source: torch.Tensor, kp_s: torch.Tensor, kp_d: torch.Tensor,
                                jac_s: torch.Tensor | None, jac_d: torch.Tensor | None,
                                align_corners: bool, variance: float) -> torch.Tensor:
@@ -225,6 +227,7 @@ def dense_motion_input_forward(source: torch.Tensor, kp_s: torch.Tensor, kp_d: t
     return out
 
 
+@on_tensor_device
 def dense_motion_input_backward(grad: torch.Tensor, source: torch.Tensor, kp_s: torch.Tensor, kp_d: torch.Tensor,
                                 jac_s: torch.Tensor | None, jac_d: torch.Tensor | None, align_corners: bool,
                                 variance: float, need_source_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,6 +21,8 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from ._device import on_tensor_device
+
 MODES = {"bilinear": 0, "nearest": 1}
 PADDINGS = {"zeros": 0, "border": 1, "reflection": 2}
 INT32_LIMIT = 2**31
@@ -540,6 +542,7 @@ def gather_input_grad(keys: torch.Tensor, weights: torch.Tensor, grad_out: torch
     return bounds, perm
 
 
+@on_tensor_device
 def grid_sample_forward(x: torch.Tensor, grid: torch.Tensor, mode: int, padding: int, align: bool) -> torch.Tensor:
     """x (N, C, H, W) fp32/fp16/bf16, grid (N, Ho, Wo, 2) fp32 -> (N, C, Ho, Wo) in x.dtype and layout."""
     n, c, h, w = x.shape
@@ -561,6 +564,7 @@ def grid_sample_forward(x: torch.Tensor, grid: torch.Tensor, mode: int, padding:
     return out
 
 
+@on_tensor_device
 def grid_sample_backward(grad_out: torch.Tensor, x: torch.Tensor, grid: torch.Tensor, mode: int, padding: int,
                          align: bool, need_x: bool, need_grid: bool, deterministic: bool):
     """Returns (grad_x in x.dtype or None, grad_grid fp32 (N, Ho, Wo, 2) or None)."""

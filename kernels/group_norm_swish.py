@@ -23,6 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._device import on_tensor_device
+
 TILE = 2048  # elements per (pixel x channel) tile
 NUM_WARPS = 4
 MAX_CHUNKS = 64  # S, the per-sample pixel chunks of the statistics pass
@@ -142,6 +144,7 @@ def launch_config(channels: int, groups: int, pixels: int, batch: int, *, chunks
                 chunks=chunks, chunk=chunk, block_s=max(2, triton.next_power_of_2(chunks)))
 
 
+@on_tensor_device
 def group_norm_swish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, num_groups: int, eps: float,
                      swish: bool, *, chunks: int | None = None, block_p: int | None = None) -> torch.Tensor:
     """GroupNorm(num_groups, eps, affine weight/bias) of x, then swish when `swish`.

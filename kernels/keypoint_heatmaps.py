@@ -10,6 +10,7 @@ import triton
 import triton.language as tl
 
 from ._dense_motion_geometry import gaussian, load_keypoint, pixel_grid
+from ._device import on_tensor_device
 
 BLOCK = 256
 NUM_WARPS = 4
@@ -30,6 +31,7 @@ def _keypoint_heatmaps_kernel(kp_ptr, out_ptr, H, W, K, variance, BLOCK: tl.cons
     tl.store(out_ptr + bk.to(tl.int64) * HW + offs, heat.to(out_ptr.dtype.element_ty), mask=valid)
 
 
+@on_tensor_device
 def keypoint_heatmaps(kp: torch.Tensor, h: int, w: int, variance: float, dtype: torch.dtype) -> torch.Tensor:
     """kp: contiguous float32 (B, K, 2). Returns contiguous (B, K, h, w) in `dtype`."""
     bs, num_kp = kp.shape[:2]

@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from ._dense_motion_geometry import apply_motion, keypoint_affine, load_keypoint, pixel_grid
+from ._device import on_tensor_device
 
 BLOCK = 256
 NUM_WARPS = 4
@@ -39,6 +40,7 @@ def _sparse_motions_kernel(kps_ptr, kpd_ptr, js_ptr, jd_ptr, out_ptr, H, W, K,
     tl.store(out_ptr + pix * 2 + 1, ty.to(out_ptr.dtype.element_ty), mask=valid)
 
 
+@on_tensor_device
 def sparse_motions(kp_s: torch.Tensor, kp_d: torch.Tensor, jac_s: torch.Tensor | None, jac_d: torch.Tensor | None,
                    h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
     """kp_* contiguous float32 (B, K, 2); jac_* contiguous float32 (B, K, 2, 2) or None.

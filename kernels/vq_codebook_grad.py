@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from .vq_search import MAX_SEGMENTS, Segment, _pad4, _pick
+from ._device import on_tensor_device
 
 
 @triton.jit
@@ -191,6 +192,7 @@ def _vq_segsum_finish_kernel(
 CHUNK_ROWS = 128
 
 
+@on_tensor_device
 def backward(segments: Sequence[Segment], codebook: torch.Tensor, indices: torch.Tensor,
              grad_zq: Sequence[torch.Tensor | None], grad_loss: torch.Tensor | None, beta: float,
              *, deterministic: bool, need_codebook_grad: bool = True):

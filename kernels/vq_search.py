@@ -30,6 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._device import on_tensor_device
+
 MAX_SEGMENTS = 4
 PRECISIONS = ("tf32", "tf32x3", "ieee")
 
@@ -302,6 +304,7 @@ def _pad4(values, fill):
     return values + [fill] * (MAX_SEGMENTS - len(values))
 
 
+@on_tensor_device
 def search(segments: Sequence[Segment], codebook: torch.Tensor, *, fused: bool, beta: float = 0.25,
            precision: str = "tf32", _emulate_tf32: bool = False) -> ForwardResult:
     """Run up to MAX_SEGMENTS searches in one launch (plus the |e|^2 and finalize launches).

@@ -25,6 +25,7 @@ from .grid_sample import (
     channels_last_tile, flat_pixel_stride, gather_input_grad, grad_buffer, needs_int64, output_memory_format,
     program_tile, source_index, source_index_grad, sum_splits,
 )
+from ._device import on_tensor_device
 
 
 @triton.jit
@@ -220,6 +221,7 @@ def _occ_strides(occ):
     return (occ.stride(0), occ.stride(2), occ.stride(3)) if occ is not None else (0, 0, 0)
 
 
+@on_tensor_device
 def warp_forward(x: torch.Tensor, flow: torch.Tensor, occ: torch.Tensor | None, align: bool) -> torch.Tensor:
     """x (B, C, H, W) fp32/fp16/bf16; flow (B, h, w, 2) fp32; occ (B, 1, h', w') fp32 or None -> (B, C, H, W)."""
     b, c, h, w = x.shape
@@ -242,6 +244,7 @@ def warp_forward(x: torch.Tensor, flow: torch.Tensor, occ: torch.Tensor | None, 
     return out
 
 
+@on_tensor_device
 def warp_backward(grad_out: torch.Tensor, x: torch.Tensor, flow: torch.Tensor, occ: torch.Tensor | None, align: bool,
                   need_x: bool, need_flow: bool, need_occ: bool, deterministic: bool):
     """Returns (grad_x in x.dtype | None, grad_flow fp32 (B, h, w, 2) | None, grad_occ fp32 (B, 1, h', w') | None)."""

@@ -16,6 +16,7 @@ from .grid_sample import (
     channels_last_tile, gather_input_grad, grad_buffer, needs_int64, program_tile, source_index, source_index_grad,
     sum_splits,
 )
+from ._device import on_tensor_device
 
 
 @triton.jit
@@ -70,6 +71,7 @@ def _warp_many_bwd_kernel(
         tl.store(gflow_ptr + qs * 2 + 1, giy * my, mask=pm)
 
 
+@on_tensor_device
 def warp_many_forward(x: torch.Tensor, flows: torch.Tensor, align: bool) -> torch.Tensor:
     """x (B, C, H, W) fp32/fp16/bf16; flows (B, M, h, w, 2) fp32 -> (B, M, C, h, w) contiguous, x.dtype."""
     b, c, h, w = x.shape
@@ -90,6 +92,7 @@ def warp_many_forward(x: torch.Tensor, flows: torch.Tensor, align: bool) -> torc
     return out
 
 
+@on_tensor_device
 def warp_many_backward(grad_out: torch.Tensor, x: torch.Tensor, flows: torch.Tensor, align: bool,
                        need_x: bool, need_flow: bool, deterministic: bool):
     """Returns (grad_x in x.dtype | None, grad_flows fp32 (B, M, h, w, 2) | None)."""
