@@ -217,3 +217,27 @@ def test_spawned_data_workers_leave_a_ctrl_c_to_the_main_process():
     loader = DataLoader(SigintDisposition(), batch_size=None, num_workers=1, worker_init_fn=_worker_init,
                         multiprocessing_context="spawn")
     assert list(loader) == [True, True]
+
+
+def test_stop_handler_exit_after_a_handler_installed_from_c(monkeypatch):
+    """signal.signal returns None for a handler installed from C (Python embedded in a program):
+    putting that back was a TypeError when training ended."""
+    import signal
+
+    from mcc_fast.training.trainer import _StopRequest
+
+    real, calls = signal.signal, []
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def from_c(sig, handler):
+        calls.append((sig, handler))
+        real(sig, handler)
+        return None  # what signal.signal reports for a handler it did not install
+
+    monkeypatch.setattr(signal, "signal", from_c)
+    with _StopRequest(announce=False):
+        pass
+    monkeypatch.undo()
+    assert calls[-2:] == [(signal.SIGINT, signal.SIG_DFL), (signal.SIGTERM, signal.SIG_DFL)]
+    for sig, handler in before.items():
+        signal.signal(sig, handler)

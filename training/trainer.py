@@ -314,7 +314,9 @@ class _StopRequest:
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            # None: the previous handler was installed from C (an embedding program); Python cannot
+            # put it back, and signal.signal(sig, None) is a TypeError: the default is restored
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 class Trainer:
