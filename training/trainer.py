@@ -672,12 +672,13 @@ class Trainer:
         unreadable = self._unreadable()
         write = self.out_dir is not None
         return self._on_rank0(lambda: self._write_checkpoint(rng, unreadable) if write else None,
-                              f"write the checkpoint of step {self.step}")
+                              f"write the checkpoint of step {self.step}",
+                              lambda message: CheckpointWriteError(errno.EIO, message))
 
-    def _on_rank0(self, work, what: str):
+    def _on_rank0(self, work, what: str, error=RuntimeError):
         """`work()` on rank 0 (its result; None elsewhere), then a collective: when it raised, rank 0
-        re-raises it and the other ranks raise a RuntimeError saying so (CheckpointWriteError for a
-        failed write) rather than wait at a barrier for a rank that has stopped."""
+        re-raises it and the other ranks raise `error(message)` saying so, rather than wait at a
+        barrier for a rank that has stopped."""
         result, failure = None, None
         if self.ctx.is_main:
             try:
@@ -689,7 +690,7 @@ class Trainer:
             raise failure
         if said[0] is not None:
             message = f"rank 0 could not {what}, so this rank stops too: {said[0]}"
-            raise CheckpointWriteError(errno.EIO, message) if "checkpoint" in what else RuntimeError(message)
+            raise error(message)
         return result
 
     def _write_checkpoint(self, rng: list, unreadable: list[str]) -> Path:
