@@ -816,7 +816,7 @@ class Trainer:
         last = self._last_checkpoint
         where = (f"The last checkpoint, {last}, is intact: continue from it with --resume {last}" if last
                  else "No checkpoint was written yet: start again")
-        why = (f"for {self._skipped_in_a_row} steps in a row, each update skipped by the fp16 gradient scaler: "
+        why = (f"for {MAX_SKIPPED_IN_A_ROW} steps in a row, each update skipped by the fp16 gradient scaler: "
                "no progress" if scaled else "this step's update made the weights non-finite")
         message = (f"step {self.step}: the loss is not finite ({shown}); training stopped, no checkpoint written "
                    f"({why}). {where}, after a change that avoids "
