@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import golden
+from mcc_fast.model.generator.fusion import FusionBlock
 from mcc_fast.model.generator import (
     CODEBOOK_ALLOCATIONS,
     Generator,
@@ -210,6 +211,17 @@ def test_default_config_is_the_paper_model() -> None:
     assert [cfg.code_range(1024, k) for k in SCALES] == [(0, 256), (0, 512), (0, 768), (0, 1024)]
 
 
+@pytest.mark.parametrize("allocation, ranges", [
+    ("prefix", [(0, 256), (0, 512), (0, 768), (0, 1024)]),
+    ("disjoint", [(0, 256), (256, 512), (512, 768), (768, 1024)]),
+    ("shared", [(0, 1024)] * 4),
+])
+def test_code_ranges_of_each_allocation(allocation: str, ranges: list) -> None:
+    """The rows of each scale, as the config docstring lists them (the forward tests check the
+    indices against code_range itself, so a wrong range would pass them)."""
+    assert [GeneratorConfig(codebook_allocation=allocation).code_range(1024, k) for k in SCALES] == ranges
+
+
 @pytest.mark.parametrize("allocation", CODEBOOK_ALLOCATIONS)
 def test_small_forward_backward(allocation: str) -> None:
     cfg = small_config(codebook_allocation=allocation)
@@ -270,6 +282,31 @@ def test_cached_source_features_and_plain_call_match() -> None:
     assert len(features.per_scale) == 3 and len(rendered.flows) == 4
     assert torch.equal(frame, rendered.frame)
     assert len(rendered.training.motion_vq_losses) == 3
+
+
+def test_fusion_weight_scales_the_modulation() -> None:
+    """x + w (x scale(h) + shift(h)) + skip(compensated), as the fusion docstring says, with
+    the config's fusion_weight reaching every fusion block."""
+    torch.manual_seed(0)
+    block = FusionBlock(16, 8).eval()
+    compensated, x = torch.randn(2, 16, 8, 8), torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        h = block.merge(torch.cat((compensated, x), dim=1))
+        expected = x + 0.25 * (x * block.scale(h) + block.shift(h)) + block.skip(compensated)
+        torch.testing.assert_close(block(compensated, x, 0.25), expected)
+
+    cfg = small_config()
+    model = randomise(Generator(cfg)).eval()
+    half = Generator(dataclasses.replace(cfg, fusion_weight=0.5)).eval()
+    half.load_state_dict(model.state_dict())
+    seen = []
+    for module in half.fusions.values():
+        original = module.forward
+        module.forward = lambda c, x, w=1.0, f=original: seen.append(w) or f(c, x, w)
+    source, _, dm = make_inputs(cfg)
+    with torch.no_grad():
+        assert not torch.equal(model(source, dm), half(source, dm))
+    assert seen == [0.5] * (len(cfg.scales) - 1)
 
 
 def test_redundant_warp_changes_nothing() -> None:
