@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import golden
+from mcc_fast.model.generator.codebook import Codebook, quantize_nearest
 from mcc_fast.model.generator.fusion import FusionBlock
 from mcc_fast.model.generator import (
     CODEBOOK_ALLOCATIONS,
@@ -309,6 +310,19 @@ def test_fusion_weight_scales_the_modulation() -> None:
     assert seen == [0.5] * (len(cfg.scales) - 1)
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.7])
+def test_vq_loss_weighs_the_commitment_by_beta(beta: float) -> None:
+    """loss = beta mean((sg(z_q) - z)^2) + mean((z_q - sg(z))^2): both terms have the value
+    mean((z_q - z)^2), so the loss is (1 + beta) times it, for the beta the caller passes."""
+    cfg = small_config()
+    torch.manual_seed(0)
+    codebook = Codebook(8, 4, cfg)
+    z = torch.randn(2, 4, 3, 3)
+    q = quantize_nearest(z, codebook, 0, beta)
+    chosen = codebook.weight[q.indices].permute(0, 3, 1, 2)
+    torch.testing.assert_close(q.loss, (1 + beta) * torch.mean((chosen - z) ** 2))
+
+
 def test_redundant_warp_changes_nothing() -> None:
     cfg = small_config()
     torch.manual_seed(0)
@@ -350,6 +364,7 @@ def test_all_tokens_masked_gives_nan_like_the_official() -> None:
         (dict(codebook_allocation="random"), "codebook_allocation"),
         (dict(num_heads=3), "motion_dim"),
         (dict(norm_groups=32, base_channels=16), "norm_groups"),
+        (dict(motion_dim=12), "norm_groups"),  # the levels divide by 8 groups, the motion width does not
         (dict(motion_codebook_size=63), "motion_codebook_size"),
         (dict(appearance_codebook_size=30), "appearance_codebook_size"),
         (dict(updater_width=10), "updater_width"),

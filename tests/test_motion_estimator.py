@@ -7,6 +7,7 @@ import golden
 import pytest
 import torch
 
+from mcc_fast.model.motion.antialias import AntiAliasDownsample
 from mcc_fast.model.motion import (
     Keypoints,
     MotionEstimator,
@@ -265,6 +266,7 @@ def test_nan_input_propagates_without_crashing():
         ("num_channels", 2.5),
         ("kp_num_blocks", 5),  # 64 * 0.25 = 16 is not divisible by 32
         ("dm_scale_factor", 0.3),
+        ("dm_scale_factor", 0.26),  # 1/0.26 rounds to 4, which divides everything: only the 1/n check refuses it
         ("kp_scale_factor", 1.5),
         ("kp_temperature", 0.0),
         ("kp_variance", -1.0),
@@ -276,3 +278,49 @@ def test_nan_input_propagates_without_crashing():
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(SMALL, **{field: value})
+
+
+def test_a_downsample_must_shrink():
+    """scale 1 would be a Gaussian of sigma 0 (a NaN kernel); the configs skip the module then."""
+    for scale in (1.0, 0.0, 1.5):
+        with pytest.raises(ValueError, match="scale must be in"):
+            AntiAliasDownsample(3, scale)
+
+
+def test_single_jacobian_map_is_shared_by_every_keypoint():
+    """kp_single_jacobian_map: one 4-channel jacobian map, each keypoint's jacobian its
+    heatmap-weighted sum (FOMM's single_jacobian_map)."""
+    config = dataclasses.replace(SMALL, kp_single_jacobian_map=True)
+    torch.manual_seed(0)
+    model = MotionEstimator(config).eval()
+    detector = model.keypoint_detector
+    assert detector.jacobian_head.out_channels == 4
+    with torch.no_grad():
+        detector.jacobian_head.weight.normal_(0, 0.1)
+        image = _images(config)[0]
+        kp = detector(image)
+        features = detector.hourglass(detector.downsample(image))
+        logits = detector.heatmap_head(features)
+        b, k, h, w = logits.shape
+        heatmap = torch.softmax(logits.view(b, k, h * w) / config.kp_temperature, dim=2)
+        single = detector.jacobian_head(features).view(b, 4, h * w)
+        expected = torch.einsum("bkn,bcn->bkc", heatmap, single).view(b, k, 2, 2)
+    torch.testing.assert_close(kp.jacobian, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_keypoints_are_float32_statistics(dtype):
+    """The heatmap softmax and expectations run in float32 for a half-precision detector
+    (its hourglass and heads in the half dtype)."""
+    torch.manual_seed(0)
+    detector = MotionEstimator(SMALL).eval().to(dtype).keypoint_detector
+    image = _images()[0].to(dtype)
+    with torch.no_grad():
+        kp = detector(image)
+        logits = detector.heatmap_head(detector.hourglass(detector.downsample(image))).float()
+        b, k, h, w = logits.shape
+        heatmap = torch.softmax(logits.view(b, k, h * w) / SMALL.kp_temperature, dim=2)
+        line = torch.linspace(-1, 1, w)
+        grid = torch.stack((line.view(1, w).expand(h, w), line.view(h, 1).expand(h, w)), dim=-1).view(h * w, 2)
+    assert kp.value.dtype == torch.float32 and kp.jacobian.dtype == torch.float32
+    torch.testing.assert_close(kp.value, heatmap @ grid)
