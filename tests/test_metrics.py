@@ -588,6 +588,10 @@ def test_runner_source_references_and_argument_errors(tmp_path):
     missing_source = evaluate_sequences([("v", truth, truth)], metrics=["fid"], fid_reference="source",
                                         fid_extractor=extractor, progress=False, log=lambda _: None)
     assert missing_source["failed"][0]["error"].startswith("no source image")
+    for bad in (truth[:2], truth[0, :, :8]):  # two source images; one of another size
+        wrong_source = evaluate_sequences([("v", truth, truth, bad)], metrics=["fid"], fid_reference="source",
+                                          fid_extractor=extractor, progress=False, log=lambda _: None)
+        assert wrong_source["failed"][0]["error"].startswith("source must be one image of the frames' size")
     with pytest.raises(ValueError, match="metrics must be"):
         evaluate_sequences([], metrics=["l1", "ssim"])
     with pytest.raises(ValueError, match="fid_reference must be"):
@@ -700,3 +704,37 @@ def test_runner_has_no_warnings_for_finite_values_and_enough_fid_samples():
                                  progress=False, log=lambda _: None)
     assert results["warnings"] == [] and results["infinite_frames"] == {}
     assert math.isfinite(results["mean"]["psnr"]) and math.isfinite(results["mean"]["fid"])
+
+
+def test_fid_of_a_single_frame_is_not_computed():
+    """A covariance needs two samples: one frame per set gives fid None and says why."""
+    frames = torch.randint(0, 256, (1, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    lines = []
+    results = evaluate_sequences([("v", frames, frames.flip(-1))], metrics="fid", fid_extractor=_TinyExtractor(),
+                                 progress=False, log=lines.append)
+    assert results["mean"]["fid"] is None and results["frames_used"]["fid"] == 1
+    assert results["warnings"] == ["fid not computed: it needs at least 2 frames in each set"]
+
+
+def test_json_keeps_the_sign_of_an_infinity(tmp_path):
+    from mcc_fast.evaluation.report import json_safe, write_json
+
+    value = {"a": [-math.inf, math.inf, math.nan, 1.5, None], "b": {"c": -math.inf}}
+    assert json_safe(value) == {"a": ["-inf", "inf", "nan", 1.5, None], "b": {"c": "-inf"}}
+    saved = json.loads(write_json(tmp_path / "r.json", value).read_text())
+    assert float(saved["b"]["c"]) == -math.inf
+
+
+def test_csv_output_is_written_where_asked(tmp_path):
+    """csv_output names the CSV (next to output's JSON, or alone); without it the CSV sits beside the JSON."""
+    frames = _rand_uint8(2, 3, 8, 8, seed=3)
+    items = [("v", frames, frames.flip(0))]
+    evaluate_sequences(items, metrics="l1", output=tmp_path / "a.json", csv_output=tmp_path / "named.csv",
+                       progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "named.csv"]
+    evaluate_sequences(items, metrics="l1", csv_output=tmp_path / "alone" / "only.csv", progress=False)
+    assert [p.name for p in (tmp_path / "alone").iterdir()] == ["only.csv"]
+    rows = list(csv.DictReader((tmp_path / "alone" / "only.csv").open()))
+    assert [r["name"] for r in rows] == ["v", "MEAN"] and float(rows[0]["l1"]) == float(rows[1]["l1"]) > 0
+    evaluate_sequences(items, metrics="l1", output=tmp_path / "b.json", progress=False)
+    assert (tmp_path / "b.csv").is_file()
