@@ -130,6 +130,23 @@ def test_side_by_side_layout(model, face, clip):
     np.testing.assert_array_equal(frame[:, SIZE:2 * SIZE], clip[0])
 
 
+def test_driving_frames_are_read_one_batch_at_a_time(model, face, clip):
+    """Frames are consumed lazily: the first output needs only the first batch_size driving frames."""
+    read = []
+
+    def frames():
+        for frame in clip:
+            read.append(frame)
+            yield frame
+
+    for batch_size in (1, 2):
+        read.clear()
+        outputs = model.animate(face, frames(), batch_size=batch_size)
+        assert read == []  # nothing read before the first next()
+        next(outputs)
+        assert len(read) == batch_size
+
+
 def test_train_mode_and_grad_mode_left_alone(model, face, clip):
     model.train()
     try:
@@ -332,6 +349,9 @@ def test_relative_keypoints_formula():
     assert normalize_keypoints(kp_s, kp_d, kp_d0, relative=False) is kp_d
     bare = relative_keypoints(Keypoints(kp_s.value), Keypoints(kp_d.value), Keypoints(kp_d0.value))
     assert bare.jacobian is None
+    # only the driving frame has jacobians: they are passed through, as the docstring says
+    partial = relative_keypoints(Keypoints(kp_s.value), kp_d, Keypoints(kp_d0.value))
+    assert partial.jacobian is kp_d.jacobian
 
 
 def test_relative_keypoints_half_precision():
@@ -350,6 +370,9 @@ def test_convex_hull_area_and_movement_scale():
         points = rng.uniform(-1, 1, (15, 2))
         assert convex_hull_area(points, use_scipy=False) == pytest.approx(convex_hull_area(points))
     assert convex_hull_area(np.array([[0, 0], [1, 1], [2, 2]])) == 0.0  # collinear
+    for bad in (np.nan, np.inf):  # a non-finite point gives NaN (documented), on both implementations
+        points = np.array([[-1, -1], [1, -1], [1, 1], [bad, 0.5]])
+        assert np.isnan(convex_hull_area(points)) and np.isnan(convex_hull_area(points, use_scipy=False))
     kp = torch.from_numpy(rng.uniform(-0.5, 0.5, (2, 10, 2))).float()
     torch.testing.assert_close(movement_scale(2 * kp, kp), torch.tensor([2.0, 2.0]))
     # per sample (FOMM takes sample 0's scale for the whole batch), and a batch-1 reference broadcasts

@@ -738,3 +738,18 @@ def test_csv_output_is_written_where_asked(tmp_path):
     assert [r["name"] for r in rows] == ["v", "MEAN"] and float(rows[0]["l1"]) == float(rows[1]["l1"]) > 0
     evaluate_sequences(items, metrics="l1", output=tmp_path / "b.json", progress=False)
     assert (tmp_path / "b.csv").is_file()
+
+
+def test_metrics_are_reported_once_each_in_report_order():
+    """A metric named twice is computed once; the results follow METRICS' order, not the argument's."""
+    frames = _rand_uint8(3, 3, 8, 8, seed=4)
+    results = evaluate_sequences([("v", frames, frames.flip(0))], metrics="psnr,l1,l1", progress=False)
+    assert results["metrics"] == ["l1", "psnr"] and list(results["mean"]) == ["l1", "psnr"]
+    assert results["frames_used"] == {"l1": 3, "psnr": 3} and results["videos"][0]["frames_used"]["l1"] == 3
+
+
+def test_format_summary_shows_missing_and_infinite_values():
+    from mcc_fast.evaluation import format_summary
+
+    results = {"metrics": ["l1", "psnr", "fid"], "mean": {"l1": 0.0123456, "psnr": math.inf, "fid": None}}
+    assert format_summary(results).splitlines() == ["l1     0.0123", "psnr   inf", "fid    n/a"]
