@@ -753,3 +753,10 @@ def test_format_summary_shows_missing_and_infinite_values():
 
     results = {"metrics": ["l1", "psnr", "fid"], "mean": {"l1": 0.0123456, "psnr": math.inf, "fid": None}}
     assert format_summary(results).splitlines() == ["l1     0.0123", "psnr   inf", "fid    n/a"]
+
+
+def test_one_channels_last_numpy_frame_is_a_batch_of_one():
+    frame = _rand_uint8(8, 6, 3, seed=6).numpy()  # (H, W, 3), as read_image returns
+    out = as_uint8_frames(frame)
+    assert out.shape == (1, 3, 8, 6) and torch.equal(out[0], torch.from_numpy(frame).permute(2, 0, 1))
+    assert l1(frame, frame) == 0.0
