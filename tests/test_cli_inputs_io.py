@@ -194,3 +194,37 @@ def test_a_truncated_download_is_not_silently_shorter(tmp_path):
         list(iter_video_frames(cut, strict=True))
     with pytest.raises(VideoReadError, match="cut.mp4"):
         read_video_frames(cut)  # training marks it unreadable, as its random-access reader does
+
+
+def test_atomic_output_never_replaces_a_file_it_was_not_asked_to(tmp_path):
+    """atomic_output: the temporary file becomes the target only when the block succeeds; an existing
+    target is refused unless overwrite; a target that appears while writing is kept (the new one dropped)."""
+    from mcc_fast.io import atomic_output
+
+    target = tmp_path / "out.mp4"
+    with atomic_output(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".mp4" and not tmp.exists()
+        tmp.write_bytes(b"first")
+    assert target.read_bytes() == b"first"
+    with pytest.raises(FileExistsError, match="overwrite"):
+        with atomic_output(target):
+            pass
+    with pytest.raises(RuntimeError, match="writer failed"):
+        with atomic_output(target, overwrite=True) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("writer failed")
+    assert target.read_bytes() == b"first"
+
+    late = tmp_path / "late.mp4"
+    with pytest.raises(FileExistsError, match="appeared while writing"):
+        with atomic_output(late) as tmp:
+            tmp.write_bytes(b"ours")
+            late.write_bytes(b"someone else's")  # another program saved it meanwhile
+    assert late.read_bytes() == b"someone else's"
+    with atomic_output(late, overwrite=True) as tmp:
+        tmp.write_bytes(b"ours")
+    assert late.read_bytes() == b"ours"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.mp4", "out.mp4"]  # no temporary file left
+    with pytest.raises(FileNotFoundError, match="output folder"):
+        with atomic_output(tmp_path / "missing" / "x.mp4"):
+            pass
