@@ -190,6 +190,8 @@ def test_a_truncated_download_is_not_silently_shorter(tmp_path):
     with pytest.warns(TruncatedVideoWarning, match=r"cut\.mp4.*decoded \d+ frames but its container lists 20"):
         frames = list(iter_video_frames(cut))
     assert 0 < len(frames) < 20
+    with pytest.warns(TruncatedVideoWarning, match="looks truncated"):  # asked for more frames than are left
+        assert len(list(iter_video_frames(cut, max_frames=19))) == len(frames)
     with pytest.raises(VideoReadError, match="looks truncated"):
         list(iter_video_frames(cut, strict=True))
     with pytest.raises(VideoReadError, match="cut.mp4"):
