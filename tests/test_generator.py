@@ -10,6 +10,7 @@ import torch
 import golden
 from mcc_fast.model.generator.codebook import Codebook, quantize_nearest
 from mcc_fast.model.generator.fusion import FusionBlock
+from mcc_fast.model.generator.motion_compensation import MotionCompensation
 from mcc_fast.model.generator import (
     CODEBOOK_ALLOCATIONS,
     Generator,
@@ -321,6 +322,20 @@ def test_vq_loss_weighs_the_commitment_by_beta(beta: float) -> None:
     q = quantize_nearest(z, codebook, 0, beta)
     chosen = codebook.weight[q.indices].permute(0, 3, 1, 2)
     torch.testing.assert_close(q.loss, (1 + beta) * torch.mean((chosen - z) ** 2))
+
+
+def test_motion_tokens_see_a_detached_displacement() -> None:
+    """The motion embedding reads the displacement detached (module docstring, step 2): no
+    gradient reaches the flow through the motion tokens; the query still gets one."""
+    cfg = small_config()
+    torch.manual_seed(0)
+    motion = MotionCompensation(cfg)
+    f, t = cfg.flow_size, cfg.token_grid
+    displacement = torch.randn(2, f, f, 2, requires_grad=True)
+    query = torch.randn(2, cfg.motion_dim, t, t, requires_grad=True)
+    motion(1, displacement, query).tokens.square().sum().backward()
+    assert displacement.grad is None
+    assert query.grad is not None and query.grad.abs().sum() > 0
 
 
 def test_redundant_warp_changes_nothing() -> None:
