@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from mcc_fast.io import output_folder, read_image
-from mcc_fast.io.video import VideoReadError
+from mcc_fast.io.video import VideoReadError, pil_to_rgb8
 
 
 @pytest.mark.parametrize("dtype, suffix", [(np.uint16, ".png"), (">u2", ".tif"), (np.int32, ".tif")])
@@ -85,6 +85,8 @@ def test_8_bit_grey_held_as_32_bit_and_float_grey(tmp_path):
     wide = Image.fromarray(grey.astype(np.float32), mode="F")  # float grey in 0..255
     wide.save(tmp_path / "f255.tif")
     assert np.array_equal(read_image(tmp_path / "f255.tif")[..., 0], grey)
+    white = Image.fromarray(np.array([[0.0, 0.5], [0.25, 1.0]], np.float32), mode="F")  # 0..1 with a pure white
+    assert np.array_equal(pil_to_rgb8(white)[..., 0], [[0, 128], [64, 255]])
     Image.fromarray(np.full((4, 4), -3.0, np.float32), mode="F").save(tmp_path / "neg.tif")
     with pytest.raises(VideoReadError, match=r"neg.tif.*mode F values -3..-3; expected 0..1 or 0..255"):
         read_image(tmp_path / "neg.tif")
