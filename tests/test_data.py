@@ -480,3 +480,17 @@ def test_evaluation_clip_of_a_large_video_holds_one_full_size_frame(tmp_path):
 
     expected = resize_frames(read_video_frames(tmp_path / "test" / "long.mp4"), size)
     assert torch.equal(item["video"], to_model_range(expected))  # the same pixels as resizing the decoded clip
+
+
+def test_frame_cache_is_least_recently_used_and_skips_what_cannot_fit():
+    from mcc_fast.training.data.datasets import FrameCache
+
+    cache = FrameCache(max_bytes=200)
+    a, b, c = (np.full(80, i, np.uint8) for i in range(3))
+    cache.put("a", a)
+    cache.put("b", b)
+    assert cache.get("a") is a  # "a" is now the most recent: "b" goes first
+    cache.put("c", c)
+    assert cache.get("b") is None and cache.get("a") is a and cache.get("c") is c
+    cache.put("huge", np.zeros(201, np.uint8))  # larger than the whole budget: not stored, nothing evicted
+    assert cache.get("huge") is None and len(cache) == 2 and cache.get("a") is a
