@@ -494,3 +494,24 @@ def test_frame_cache_is_least_recently_used_and_skips_what_cannot_fit():
     assert cache.get("b") is None and cache.get("a") is a and cache.get("c") is c
     cache.put("huge", np.zeros(201, np.uint8))  # larger than the whole budget: not stored, nothing evicted
     assert cache.get("huge") is None and len(cache) == 2 and cache.get("a") is a
+
+
+def test_an_index_past_the_end_gives_the_last_frame_cached_or_not(mp4_root):
+    """VideoFolder.frames: an index past the last decodable frame gives that frame, whether the clip
+    is decoded for the request or already in the cache."""
+    fresh = VideoFolder(mp4_root / "train", size=S)
+    uncached = fresh.frames(0, [FRAMES - 1, FRAMES + 5])
+    cached = VideoFolder(mp4_root / "train", size=S)
+    whole = cached.clip(0)  # decodes and caches the clip
+    assert len(whole) == FRAMES
+    from_cache = cached.frames(0, [FRAMES - 1, FRAMES + 5])
+    assert np.array_equal(from_cache[0], whole[-1]) and np.array_equal(from_cache[1], whole[-1])
+    assert np.array_equal(uncached, from_cache)
+
+
+def test_to_model_range_maps_0_255_onto_minus_one_one():
+    frames = np.zeros((1, 2, 2, 3), np.uint8)
+    frames[..., 1], frames[..., 2] = 51, 255  # channel 0 black, 1 grey, 2 full
+    x = to_model_range(frames)
+    assert x.shape == (1, 3, 2, 2) and x.dtype == torch.float32
+    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([-1.0, 51 / 127.5 - 1, 1.0]))
