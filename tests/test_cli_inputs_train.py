@@ -99,6 +99,9 @@ def test_a_shipped_config_name_is_not_shadowed_by_a_folder(tmp_path, monkeypatch
 @pytest.mark.parametrize("override, expected", [
     ("optim.lr=-1", "config optim.lr: expected a number >= 0, got -1"),
     ("train.ema_decay=2", "config train.ema_decay: expected a number in [0, 1], got 2"),
+    ("optim.milestones=[5000, 3000]", "config optim.milestones: expected increasing iterations, got (5000, 3000)"),
+    ("loss.equivariance.points_tps=1", "config loss.equivariance.points_tps: expected 0 (no TPS) or an integer >= 2"),
+    ("checkpoint.keep_last=0", "config checkpoint.keep_last: expected an integer >= 1, got 0"),
 ])
 def test_number_bounds_are_said_plainly(override, expected):
     with pytest.raises(ConfigError, match=re.escape(expected)):

@@ -111,6 +111,8 @@ def test_read_errors(tmp_path):
 def test_identity_of():
     assert identity_of("id10001#abc#00001.mp4") == "id10001"
     assert identity_of("clip.mp4") == "clip" and identity_of("frames_dir") == "frames_dir"
+    # only a video suffix is dropped: a frame folder with a dot in its name is its own identity
+    assert identity_of("take.v2") == "take.v2" and identity_of("Clip.MP4") == "Clip"
 
 
 # ------------------------------------------------------------------------- pair dataset
