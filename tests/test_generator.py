@@ -324,6 +324,19 @@ def test_vq_loss_weighs_the_commitment_by_beta(beta: float) -> None:
     torch.testing.assert_close(q.loss, (1 + beta) * torch.mean((chosen - z) ** 2))
 
 
+def test_quantized_codes_pass_the_gradient_straight_through() -> None:
+    """quantized has the codes' values and z's gradient (identity), so the motion reconstruction
+    trains the displacement embedding."""
+    torch.manual_seed(0)
+    codebook = Codebook(8, 4, small_config())
+    z = torch.randn(2, 4, 3, 3, requires_grad=True)
+    q = quantize_nearest(z, codebook, 0, 0.25)
+    torch.testing.assert_close(q.quantized, codebook.weight[q.indices].permute(0, 3, 1, 2))
+    weights = torch.randn(2, 4, 3, 3)
+    (q.quantized * weights).sum().backward()
+    torch.testing.assert_close(z.grad, weights)
+
+
 def test_motion_tokens_see_a_detached_displacement() -> None:
     """The motion embedding reads the displacement detached (module docstring, step 2): no
     gradient reaches the flow through the motion tokens; the query still gets one."""
