@@ -438,6 +438,22 @@ def test_fp16_stops_after_a_run_of_skipped_updates(data_root, tmp_path, monkeypa
         train(tiny_config(data_root, "train.total_iter=20", "train.precision=fp16"), tmp_path / "run")
 
 
+def test_fp16_counts_the_updates_skipped_on_every_rank(data_root, tmp_path):
+    """Under DDP a non-finite loss on any rank skips the update on all of them (the gradients are
+    averaged). Each rank counted only its own non-finite losses: with them on alternate ranks every
+    update was skipped to the last step, and no rank's count reached MAX_SKIPPED_IN_A_ROW."""
+    import torch.multiprocessing as mp
+
+    from training_workers import fp16_alternating_nan_worker
+
+    mp.spawn(fp16_alternating_nan_worker, args=(2, _free_port(), str(data_root), str(tmp_path)), nprocs=2,
+             join=True)
+    for rank in range(2):
+        error = (tmp_path / f"error_rank{rank}.txt").read_text()
+        assert error.startswith("TrainingDiverged: step 4: the loss is not finite"), error
+        assert "for 3 steps in a row, each update skipped by the fp16 gradient scaler" in error, error
+
+
 def test_fp16_a_skipped_update_now_and_then_goes_on(data_root, tmp_path, monkeypatch):
     import mcc_fast.training.trainer as trainer_module
 

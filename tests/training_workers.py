@@ -59,6 +59,37 @@ def failing_rank0_worker(rank: int, world: int, port: int, root: str, out: str, 
     Path(out, f"error_rank{rank}.txt").write_text(message)
 
 
+def fp16_alternating_nan_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
+    """One gloo rank of an fp16 run whose l1 term is NaN on rank (step % 2) from step 2 on: every
+    update is skipped (DDP averages the NaN gradients into every rank's), though no one rank has
+    two non-finite losses in a row. Writes the error it ended with to out/error_rank{rank}.txt."""
+    import mcc_fast.training.trainer as trainer_module
+    from mcc_fast.training.objective import TrainingObjective
+    from mcc_fast.training.trainer import train
+    from test_trainer import tiny_config
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    real = TrainingObjective.generator_terms
+
+    def nan_on_alternate_ranks(self, output, driving, step, **kwargs):
+        terms, diagnostics = real(self, output, driving, step, **kwargs)
+        if step >= 2 and step % world == rank:
+            terms["l1"] = terms["l1"] * float("nan")
+        return terms, diagnostics
+
+    TrainingObjective.generator_terms = nan_on_alternate_ranks
+    trainer_module.MAX_SKIPPED_IN_A_ROW = 3
+    try:
+        train(tiny_config(Path(root), "train.total_iter=8", "data.batch_size=1", "train.precision=fp16"),
+              Path(out) / "run")
+        message = "no error"
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+    Path(out, f"error_rank{rank}.txt").write_text(message)
+
+
 class SigintDisposition(torch.utils.data.Dataset):
     """Item i: whether this (worker) process ignores SIGINT."""
 

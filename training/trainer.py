@@ -349,7 +349,7 @@ class Trainer:
         self.step_lr: float | None = None  # the generator's lr of the last step (before its schedule step)
         self._abandoned: list[Path] = []  # later checkpoints of this folder, moved aside at the first save
         self._last_checkpoint: Path | None = None  # the one resumed from, then the last one written
-        self._skipped_in_a_row = 0  # fp16: steps in a row whose loss was not finite (updates skipped)
+        self._skipped_in_a_row = 0  # fp16: steps in a row with a non-finite loss on a rank (updates skipped)
         try:
             resume_path = self._resume_path(resume)
             self._check_run_folder(resume_path, overwrite)
@@ -799,18 +799,19 @@ class Trainer:
 
     def _check_losses(self, losses: dict[str, float]) -> None:
         """After a step: log its non-finite losses; when a backpropagated one is not finite
-        on any rank and no gradient scaler skipped the update (fp32 / bf16), raise
-        `TrainingDiverged` naming the last checkpoint (collective: every rank calls it)."""
+        on any rank and no gradient scaler skipped the update (fp32 / bf16), or under fp16 on some
+        rank at each of the last `MAX_SKIPPED_IN_A_ROW` steps, raise `TrainingDiverged` naming the
+        last checkpoint (collective: every rank calls it)."""
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
         scaled = self.scalers["generator"].is_enabled()
-        backpropagated = any(k in bad for k in _BACKPROPAGATED)
-        poisoned = not scaled and backpropagated
-        self._skipped_in_a_row = self._skipped_in_a_row + 1 if scaled and backpropagated else 0
-        stuck = self._skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW
-        if bad and not poisoned:
+        here = any(k in bad for k in _BACKPROPAGATED)
+        if bad and (scaled or not here):
             note = " (fp16: the gradient scaler skips this update)" if scaled else ""
             self.monitor.info(f"step {self.step}: non-finite losses {bad}{note}")
-        if not self.ctx.any_flag(poisoned or stuck):
+        # Any rank's: DDP averages the gradients, so every rank's update is poisoned or skipped
+        anywhere = self.ctx.any_flag(here)
+        self._skipped_in_a_row = self._skipped_in_a_row + 1 if scaled and anywhere else 0
+        if not anywhere or (scaled and self._skipped_in_a_row < MAX_SKIPPED_IN_A_ROW):
             return
         shown = ", ".join(f"{k} {v}" for k, v in bad.items()) or "on another rank"
         last = self._last_checkpoint
