@@ -164,6 +164,20 @@ def test_small_preset_sizes_are_refused_with_the_official_preset(override):
     assert load_config("official", ["model.num_kp=15", "model.image_size=256"]).model_config == ModelConfig()
 
 
+def test_an_earlier_official_runs_config_with_an_unused_size_says_to_remove_it(tmp_path):
+    """Before the refusal, a run of preset official with model.num_kp=10 trained the 15-keypoint
+    model and recorded num_kp: 10 in its config.yaml. Resuming with that file now fails, and only
+    said to set preset small (a model its checkpoints do not fit) or to override other fields."""
+    import yaml
+
+    data = load_config("official").to_dict()
+    data["model"]["num_kp"] = 10
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"model\.num_kp: .*remove it .*earlier official run"):
+        load_config(saved)
+
+
 def test_model_float_overrides_in_exponent_notation_are_numbers():
     """PyYAML reads 1e-2 as a string; optim.lr took it, model.motion / model.generator refused it."""
     config = load_config("smoke", ["model.motion.kp_variance=1e-2", "model.generator.beta=1e-1"]).model_config

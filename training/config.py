@@ -163,7 +163,8 @@ class ModelSection:
             default = next(f.default for f in dataclasses.fields(self) if f.name == name)
             if getattr(self, name) != default:
                 raise ConfigError(f"config {key}.{name}: sizes preset 'small' only (preset 'official' is the "
-                                  f"paper's model, ModelConfig()); set {key}.preset: small, or override "
+                                  f"paper's model, ModelConfig()); remove it (a config.yaml of an earlier "
+                                  f"official run records it unused), set {key}.preset: small, or override "
                                   f"{key}.generator / {key}.motion fields, got {getattr(self, name)!r}")
 
     def build(self) -> ModelConfig:
