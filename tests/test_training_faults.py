@@ -219,6 +219,59 @@ def test_spawned_data_workers_leave_a_ctrl_c_to_the_main_process():
     assert list(loader) == [True, True]
 
 
+def test_a_sigterm_to_every_process_stops_with_a_checkpoint(data_root, tmp_path):
+    """SLURM's scancel (and a kill of the process group) sends SIGTERM to every process, the data
+    workers too: they died of it, and the main process, finishing its step to checkpoint, failed
+    with "DataLoader worker (pid N) is killed by signal: Terminated" and wrote no checkpoint."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    tests = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    code = f"import training_workers; training_workers.train_until_stopped({str(data_root)!r}, {str(run)!r})"
+    process = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "train.log").is_file() or "step 3/" not in (run / "train.log").read_text():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-2000:]
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGTERM)
+        output = process.communicate(timeout=120)[0]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    log = (run / "train.log").read_text()
+    assert process.returncode == 0 and "stopped at step" in log, output[-2000:]
+    assert list((run / "checkpoints").glob("step_*")), log[-2000:]
+
+
+def test_closing_the_stream_ends_a_worker_that_outlives_its_sigterm(tmp_path):
+    """The loader's shutdown sends a worker that does not stop SIGTERM once, then leaves it; a data
+    worker ignores its first SIGTERM (above), so one busy in a long C call outlived the run."""
+    from torch.utils.data import DataLoader
+
+    from mcc_fast.training.sampler import MicroBatchStream
+    from training_workers import DeafToSigterm
+
+    import time
+
+    started = tmp_path / "started"
+    loader = DataLoader(DeafToSigterm(str(started)), batch_size=None, num_workers=1, persistent_workers=True)
+    iter(loader)  # the worker starts on its item
+    workers = list(loader._iterator._workers)
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert time.monotonic() < deadline and all(w.is_alive() for w in workers)
+        time.sleep(0.05)
+    MicroBatchStream(loader, sampler=None).close()
+    assert not any(w.is_alive() for w in workers)
+
+
 def test_stop_handler_exit_after_a_handler_installed_from_c(monkeypatch):
     """signal.signal returns None for a handler installed from C (Python embedded in a program):
     putting that back was a TypeError when training ended."""

@@ -90,6 +90,15 @@ def fp16_alternating_nan_worker(rank: int, world: int, port: int, root: str, out
     Path(out, f"error_rank{rank}.txt").write_text(message)
 
 
+def train_until_stopped(root: str, out: str) -> None:
+    """A long run with 2 data workers, for a test to stop with a signal (its own process)."""
+    from mcc_fast.training.trainer import train
+    from test_trainer import tiny_config
+
+    torch.set_num_threads(1)
+    train(tiny_config(Path(root), "train.total_iter=100000", "data.num_workers=2", "log.print_every=1"), out)
+
+
 class SigintDisposition(torch.utils.data.Dataset):
     """Item i: whether this (worker) process ignores SIGINT."""
 
@@ -102,3 +111,22 @@ class SigintDisposition(torch.utils.data.Dataset):
         import signal
 
         return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+class DeafToSigterm(torch.utils.data.Dataset):
+    """One item that takes a minute, in a worker that ignores SIGTERM (busy: as one in a C call)."""
+
+    def __init__(self, started: str) -> None:
+        self.started = started  # a file the worker creates once it ignores SIGTERM
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> int:
+        import signal
+        import time
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        Path(self.started).touch()
+        time.sleep(60)
+        return index

@@ -117,6 +117,10 @@ class MicroBatchStream:
         iterator = getattr(self.loader, "_iterator", None)  # persistent workers live here
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()
+            for worker in getattr(iterator, "_workers", ()):  # one its SIGTERM did not end (still busy)
+                if worker.is_alive():
+                    worker.kill()
+                    worker.join()
         if hasattr(self.loader, "_iterator"):
             self.loader._iterator = None
 

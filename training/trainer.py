@@ -264,14 +264,23 @@ def _quiet_data_warnings() -> None:
         warnings.filterwarnings("ignore", category=category)
 
 
-def _worker_init(worker_id: int) -> None:
-    """DataLoader workers: one thread each, RNGs seeded from (seed, rank, worker); Ctrl-C ignored.
+def _first_sigterm_ignored(signum, frame) -> None:
+    """A data worker's SIGTERM handler: this one is ignored, the next one ends the worker."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-    A Ctrl-C reaches the whole process group: the main process finishes its step and checkpoints
-    (`_StopRequest`), then stops its workers itself. A worker that died of the SIGINT would fail
-    that step ("DataLoader worker exited unexpectedly"); forked workers inherit the main's handler,
-    but spawned / forkserver ones (Python 3.14's default) start with Python's own."""
+
+def _worker_init(worker_id: int) -> None:
+    """DataLoader workers: one thread each, RNGs seeded from (seed, rank, worker); Ctrl-C ignored,
+    and the first SIGTERM.
+
+    A Ctrl-C reaches the whole process group, and SLURM's scancel sends SIGTERM to every process
+    of the job: the main process finishes its step and checkpoints (`_StopRequest`), then stops its
+    workers itself. A worker that died of the signal would fail that step ("DataLoader worker ...
+    is killed by signal"); forked workers inherit the main's handler, but spawned / forkserver ones
+    (Python 3.14's default) start with Python's own, and PyTorch's own SIGTERM handler ends the
+    worker. A second SIGTERM (the loader's own shutdown of a worker that does not stop) ends it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _first_sigterm_ignored)
     torch.set_num_threads(1)
     if int(os.environ.get("RANK", "0")) != 0:
         _quiet_data_warnings()
