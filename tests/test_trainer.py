@@ -238,24 +238,34 @@ def _run_and_dump(config, out: Path, rank: int = 0) -> None:
 _DDP_SETTINGS = ("train.total_iter=3", "loss.start_iters={gan: 1}", "data.repeats=1", "optim.lr=1e-4")
 
 
+def _outcomes_of_ranks(worker, args, out: Path, after: str, ranks: int = 2, wait_s: float = 240) -> list[str]:
+    """Spawn `ranks` processes of `worker(rank, *args)` and return what each wrote to
+    out/error_rank{r}.txt; fails the test when one is still running `wait_s` seconds later."""
+    import torch.multiprocessing as mp
+
+    context = mp.spawn(worker, args=args, nprocs=ranks, join=False)
+    deadline = time.monotonic() + wait_s
+    while any(p.is_alive() for p in context.processes):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"a rank is still running {wait_s:.0f} s after {after}")
+        time.sleep(0.5)
+    missing = [r for r in range(ranks) if not (out / f"error_rank{r}.txt").is_file()]
+    assert not missing, f"ranks {missing} ended without writing their outcome (exit codes " \
+                        f"{[p.exitcode for p in context.processes]})"
+    return [(out / f"error_rank{r}.txt").read_text() for r in range(ranks)]
+
+
 @pytest.mark.parametrize("what", ["save", "validate"])
 def test_a_rank0_failure_stops_every_rank(data_root, tmp_path, what):
     """Rank 0 writes checkpoints and validates while the others wait at a barrier: when it failed, they
     waited there as long as its process lived (here: gloo's "Connection closed by peer" once it ended),
     instead of stopping with an error that says what rank 0 could not do."""
-    import torch.multiprocessing as mp
-
     from training_workers import failing_rank0_worker
 
-    context = mp.spawn(failing_rank0_worker, args=(2, _free_port(), str(data_root), str(tmp_path), what),
-                       nprocs=2, join=False)
-    deadline = time.monotonic() + 240
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"a rank is still waiting 240 s after rank 0 failed to {what}")
-    errors = [(tmp_path / f"error_rank{r}.txt").read_text() for r in range(2)]
+    errors = _outcomes_of_ranks(failing_rank0_worker, (2, _free_port(), str(data_root), str(tmp_path), what),
+                                tmp_path, f"rank 0 failed to {what}")
     if what == "save":
         assert errors[0].startswith("CheckpointWriteError: could not write the checkpoint of step 1"), errors[0]
         assert errors[1].startswith("CheckpointWriteError: rank 0 could not write the checkpoint of step 1, so "
@@ -442,14 +452,11 @@ def test_fp16_counts_the_updates_skipped_on_every_rank(data_root, tmp_path):
     """Under DDP a non-finite loss on any rank skips the update on all of them (the gradients are
     averaged). Each rank counted only its own non-finite losses: with them on alternate ranks every
     update was skipped to the last step, and no rank's count reached MAX_SKIPPED_IN_A_ROW."""
-    import torch.multiprocessing as mp
-
     from training_workers import fp16_alternating_nan_worker
 
-    mp.spawn(fp16_alternating_nan_worker, args=(2, _free_port(), str(data_root), str(tmp_path)), nprocs=2,
-             join=True)
-    for rank in range(2):
-        error = (tmp_path / f"error_rank{rank}.txt").read_text()
+    errors = _outcomes_of_ranks(fp16_alternating_nan_worker, (2, _free_port(), str(data_root), str(tmp_path)),
+                                tmp_path, "the run started")
+    for error in errors:
         assert error.startswith("TrainingDiverged: step 4: the loss is not finite"), error
         assert "for 3 steps in a row, each update skipped by the fp16 gradient scaler" in error, error
 

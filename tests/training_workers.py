@@ -12,6 +12,18 @@ from pathlib import Path
 import torch
 
 
+def _report_and_exit(path: Path, message: str) -> None:
+    """Write the rank's outcome, then leave at once: gloo's threads can abort the interpreter's
+    teardown ("terminate called without an active exception", SIGABRT) after a failed run, which
+    the test would read as a crash of the rank though its outcome was written."""
+    import sys
+
+    path.write_text(message)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
     """One gloo rank of test_trainer's DDP comparison (batch 1, no accumulation)."""
     from test_trainer import _DDP_SETTINGS, _run_and_dump, tiny_config
@@ -56,7 +68,7 @@ def failing_rank0_worker(rank: int, world: int, port: int, root: str, out: str, 
         message = "no error"
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
-    Path(out, f"error_rank{rank}.txt").write_text(message)
+    _report_and_exit(Path(out, f"error_rank{rank}.txt"), message)
 
 
 def fp16_alternating_nan_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
@@ -87,7 +99,7 @@ def fp16_alternating_nan_worker(rank: int, world: int, port: int, root: str, out
         message = "no error"
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
-    Path(out, f"error_rank{rank}.txt").write_text(message)
+    _report_and_exit(Path(out, f"error_rank{rank}.txt"), message)
 
 
 def train_until_stopped(root: str, out: str) -> None:
