@@ -12,10 +12,24 @@ from pathlib import Path
 import torch
 
 
+def _outcome(config, out: Path) -> str:
+    """Train this rank; "no error" or the error it ended with ("Type: message"). The process group
+    is left as it is (no teardown after a failed run: see _report_and_exit)."""
+    from mcc_fast.training.distributed import DistributedContext
+    from mcc_fast.training.trainer import Trainer
+
+    context = DistributedContext.from_environment(config.check().train.device)
+    try:
+        Trainer(config, out, context=context).train()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "no error"
+
+
 def _report_and_exit(path: Path, message: str) -> None:
-    """Write the rank's outcome, then leave at once: gloo's threads can abort the interpreter's
-    teardown ("terminate called without an active exception", SIGABRT) after a failed run, which
-    the test would read as a crash of the rank though its outcome was written."""
+    """Write the rank's outcome, then leave at once: after a failed run gloo's teardown (destroying
+    the group, the interpreter's exit) now and then aborted ("terminate called without an active
+    exception", SIGABRT) or hung on CPU, which the test would read as the rank crashing or waiting."""
     import sys
 
     path.write_text(message)
@@ -48,7 +62,6 @@ def failing_rank0_worker(rank: int, world: int, port: int, root: str, out: str, 
     import errno
 
     import mcc_fast.training.trainer as trainer_module
-    from mcc_fast.training.trainer import train
     from test_trainer import tiny_config
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
@@ -63,11 +76,7 @@ def failing_rank0_worker(rank: int, world: int, port: int, root: str, out: str, 
     if rank == 0:
         setattr(trainer_module, "save_checkpoint" if what == "save" else "validate", fail)
     overrides = ["train.total_iter=2", "data.batch_size=1", "checkpoint.every=1", "log.val_every=1"]
-    try:
-        train(tiny_config(Path(root), *overrides), Path(out) / "run")
-        message = "no error"
-    except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}"
+    message = _outcome(tiny_config(Path(root), *overrides), Path(out) / "run")
     _report_and_exit(Path(out, f"error_rank{rank}.txt"), message)
 
 
@@ -77,7 +86,6 @@ def fp16_alternating_nan_worker(rank: int, world: int, port: int, root: str, out
     two non-finite losses in a row. Writes the error it ended with to out/error_rank{rank}.txt."""
     import mcc_fast.training.trainer as trainer_module
     from mcc_fast.training.objective import TrainingObjective
-    from mcc_fast.training.trainer import train
     from test_trainer import tiny_config
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
@@ -93,12 +101,8 @@ def fp16_alternating_nan_worker(rank: int, world: int, port: int, root: str, out
 
     TrainingObjective.generator_terms = nan_on_alternate_ranks
     trainer_module.MAX_SKIPPED_IN_A_ROW = 3
-    try:
-        train(tiny_config(Path(root), "train.total_iter=8", "data.batch_size=1", "train.precision=fp16"),
-              Path(out) / "run")
-        message = "no error"
-    except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}"
+    message = _outcome(tiny_config(Path(root), "train.total_iter=8", "data.batch_size=1", "train.precision=fp16"),
+                       Path(out) / "run")
     _report_and_exit(Path(out, f"error_rank{rank}.txt"), message)
 
 
