@@ -68,12 +68,17 @@ def _fail(key: str, expected: str, value: Any) -> None:
     raise ConfigError(f"config {key}: expected {expected}, got {value!r}")
 
 
+def _number_from_text(text: str) -> float | None:
+    """The float a text spells (YAML 1.1 reads `8e-5` and `5e3` as strings), or None."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def _int(key: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
-    if isinstance(value, str) and "e" in value.lower():
-        try:
-            value = float(value)  # YAML 1.1 reads `5e3` as a string; a quoted '8' stays refused
-        except ValueError:
-            pass  # refused below, as written
+    if isinstance(value, str) and "e" in value.lower() and _number_from_text(value) is not None:
+        value = _number_from_text(value)  # `5e3`; a quoted '8' stays refused
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # YAML `5.0e+3` is a float
     if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum) \
@@ -86,10 +91,9 @@ def _int(key: str, value: Any, minimum: int | None = None, maximum: int | None =
 
 def _float(key: str, value: Any, minimum: float | None = None, maximum: float | None = None) -> float:
     if isinstance(value, str):
-        try:
-            value = float(value)  # YAML 1.1 reads `8e-5` as a string
-        except ValueError:
+        if _number_from_text(value) is None:
             _fail(key, "a number", value)
+        value = _number_from_text(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         _fail(key, "a finite number", value)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
@@ -203,11 +207,8 @@ def _yaml_floats(klass, overrides: dict) -> dict:
     floats = {f.name for f in dataclasses.fields(klass) if f.type in ("float", float)}
     out = dict(overrides)
     for name, value in overrides.items():
-        if name in floats and isinstance(value, str):
-            try:
-                out[name] = float(value)
-            except ValueError:
-                pass  # the config class names the field and the value
+        if name in floats and isinstance(value, str) and _number_from_text(value) is not None:
+            out[name] = _number_from_text(value)  # otherwise the config class names the field and value
     return out
 
 
