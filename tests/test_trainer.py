@@ -835,3 +835,23 @@ def test_validation_says_how_many_test_videos_it_left_out(data_root, tmp_path):
         trainer.close()
     assert result.videos == 2 and result.unreadable == 1
     assert "(1 unreadable test videos left out)" in (tmp_path / "v" / "train.log").read_text()
+
+
+def test_rank0_error_survives_a_failed_collective():
+    """When rank 0's work raised and the collective then failed too (another rank gone), the
+    error the user sees is rank 0's own, with the collective's as its cause."""
+    from types import SimpleNamespace
+
+    def gather(_):
+        raise RuntimeError("connection closed by peer")
+
+    def work():
+        raise OSError("disk full")
+
+    fake = SimpleNamespace(ctx=SimpleNamespace(is_main=True, all_gather_objects=gather))
+    with pytest.raises(OSError, match="disk full") as caught:
+        Trainer._on_rank0(fake, work, "save")
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    ok = SimpleNamespace(ctx=SimpleNamespace(is_main=True, all_gather_objects=gather))
+    with pytest.raises(RuntimeError, match="connection closed"):
+        Trainer._on_rank0(ok, lambda: 1, "save")

@@ -694,7 +694,12 @@ class Trainer:
                 result = work()
             except Exception as exc:  # re-raised below, once the other ranks know
                 failure = exc
-        said = self.ctx.all_gather_objects(None if failure is None else f"{type(failure).__name__}: {failure}")
+        try:
+            said = self.ctx.all_gather_objects(None if failure is None else f"{type(failure).__name__}: {failure}")
+        except Exception as gather_error:
+            if failure is not None:  # rank 0's own error is the one to report; the collective's comes after it
+                raise failure from gather_error
+            raise
         if failure is not None:
             raise failure
         if said[0] is not None:
