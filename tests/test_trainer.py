@@ -855,3 +855,18 @@ def test_rank0_error_survives_a_failed_collective():
     ok = SimpleNamespace(ctx=SimpleNamespace(is_main=True, all_gather_objects=gather))
     with pytest.raises(RuntimeError, match="connection closed"):
         Trainer._on_rank0(ok, lambda: 1, "save")
+
+
+def test_global_generators_end_seeded_per_rank(data_root, tmp_path, monkeypatch):
+    """The weights' init seeds every device's generator with config.seed (the same weights on
+    every rank); the per-rank seed of the global generators comes after it, so the CUDA
+    generators of different ranks do not draw the same numbers."""
+    from mcc_fast.training import trainer as trainer_module
+
+    seeds: list[int] = []
+    real = torch.manual_seed
+    monkeypatch.setattr(trainer_module.torch, "manual_seed", lambda s: (seeds.append(int(s)), real(s))[1])
+    config = tiny_config(data_root, "train.total_iter=1", "seed=5")
+    Trainer(config, None).close()
+    assert seeds and seeds[0] != seeds[-1]
+    assert seeds[-1] == (5 * 1_000_003 + 0) % 2**32

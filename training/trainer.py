@@ -362,8 +362,8 @@ class Trainer:
         try:
             resume_path = self._resume_path(resume)
             self._check_run_folder(resume_path, overwrite)
-            _seed_global_rngs(config.seed, self.ctx.rank)  # a resume restores the saved states over these
-            self._build_networks(init_from)
+            self._build_networks(init_from)  # seeds the CUDA generators with config.seed on every rank...
+            _seed_global_rngs(config.seed, self.ctx.rank)  # ...so after it; a resume restores saved states over these
             self._build_optimisers()
             self.step = 0
             self._position = {"epoch": 0, "step_in_epoch": 0}
