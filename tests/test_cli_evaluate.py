@@ -132,6 +132,19 @@ def test_outputs_that_are_inputs_are_refused_even_with_overwrite(setup, capsys, 
     assert "one of the inputs" in capsys.readouterr().err and meta.read_bytes() == before
 
 
+def test_failed_videos_keep_their_reason_in_the_json_and_csv(setup, tmp_path):
+    """The results say why a video failed (what the note on the console said), not only that it did."""
+    import csv
+
+    out = tmp_path / "r.json"
+    assert _evaluate(setup, "--output", str(out)) == 0
+    failed = json.loads(out.read_text())["failed"]
+    assert [f["name"] for f in failed] == ["broken.mp4"]
+    assert "broken.mp4" in failed[0]["error"] and "not a readable video" in failed[0]["error"]
+    rows = {row["name"]: row for row in csv.DictReader(out.with_suffix(".csv").open())}
+    assert "not a readable video" in rows["broken.mp4"]["status"]
+
+
 def test_output_folder_is_refused_up_front(setup, capsys, no_model, tmp_path):
     (tmp_path / "out.json").mkdir()
     assert _evaluate(setup, "--output", str(tmp_path / "out.json")) == 2

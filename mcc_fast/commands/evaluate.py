@@ -203,7 +203,7 @@ def _same_identity_items(model, dataset, args):
         item = dataset[index]
         name = item["name"]
         if not item["ok"] or item["video"].shape[0] == 0:
-            yield EvalItem(name, None, None, error="unreadable or empty video")
+            yield EvalItem(name, None, None, error=item.get("error") or "unreadable or empty video")
             continue
         video = item["video"]  # (F, 3, S, S) float [-1, 1]
         source = video[:1]
@@ -220,7 +220,7 @@ def _load_frames(ref: str, dataset, names: dict[str, int], size: int, max_frames
     if ref in names:
         item = dataset[names[ref]]
         if not item["ok"] or item["video"].shape[0] == 0:
-            raise ValueError(f"{ref}: unreadable or empty video")
+            raise ValueError(item.get("error") or f"{ref}: unreadable or empty video")
         return item["video"]
     path = Path(ref)
     frames = read_image(path)[None] if is_image_file(path) else read_video_frames(path, max_frames=max_frames)

@@ -481,9 +481,10 @@ class VideoSequenceDataset(Dataset):
     """Evaluation: whole videos, frames in order, no augmentation.
 
     Items: ``video`` float32 (F, 3, H, W) in [-1, 1] (first ``max_frames`` frames when
-    given), ``name``, ``identity``, ``num_frames`` and ``ok``. An unreadable video is
-    warned about once, counted in :attr:`num_unreadable` and returned with ``ok`` False
-    and an empty ``video`` (0, 3, H, W), so an evaluation loop can skip it.
+    given), ``name``, ``identity``, ``num_frames``, ``ok`` and ``error``. An unreadable video
+    is warned about once, counted in :attr:`num_unreadable` and returned with ``ok`` False,
+    an empty ``video`` (0, 3, H, W) and why in ``error`` (None when ``ok``), so an evaluation
+    loop can skip it and say why.
     """
 
     def __init__(self, root: str | os.PathLike, split: str | None = "test", size: int | tuple[int, int] = 256,
@@ -507,9 +508,9 @@ class VideoSequenceDataset(Dataset):
         entry = self.videos.entries[index]
         try:
             video = to_model_range(self.videos.clip(index, self.max_frames))
-            ok = True
-        except VideoReadError:
+            error = None
+        except VideoReadError as exc:
             video = torch.zeros((0, 3) + self.videos.size, dtype=torch.float32)
-            ok = False
+            error = str(exc)
         return {"video": video, "name": entry.name, "identity": entry.identity,
-                "num_frames": int(video.shape[0]), "ok": ok}
+                "num_frames": int(video.shape[0]), "ok": error is None, "error": error}
