@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,6 +150,40 @@ def test_output_folder_is_refused_up_front(setup, capsys, no_model, tmp_path):
     (tmp_path / "out.json").mkdir()
     assert _evaluate(setup, "--output", str(tmp_path / "out.json")) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def _unwritable_folder(tmp_path, kind):
+    """A folder this process cannot create files in (skipped where there is none)."""
+    import os
+    import tempfile
+
+    if kind == "read-only":
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o500)
+    else:
+        folder = Path("/proc")  # no process, root included, creates files there
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        return folder
+    if kind == "read-only":
+        folder.chmod(0o700)
+    pytest.skip(f"{folder} is writable here (uid {os.getuid()})")
+
+
+@pytest.mark.parametrize("kind", ["read-only", "proc"])
+@pytest.mark.parametrize("sub", ["", "new/"])
+def test_unwritable_output_folder_is_refused_up_front(setup, capsys, no_model, tmp_path, kind, sub):
+    folder = _unwritable_folder(tmp_path, kind)
+    try:
+        assert _evaluate(setup, "--output", f"{folder}/{sub}r.json") == 2
+    finally:
+        if kind == "read-only":
+            folder.chmod(0o700)
+    err = capsys.readouterr().err
+    assert "--output" in err and "cannot write in" in err and str(folder) in err and "Traceback" not in err
 
 
 # ---------------------------------------------------------------------------- cross-identity
