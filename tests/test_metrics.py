@@ -760,3 +760,26 @@ def test_one_channels_last_numpy_frame_is_a_batch_of_one():
     out = as_uint8_frames(frame)
     assert out.shape == (1, 3, 8, 6) and torch.equal(out[0], torch.from_numpy(frame).permute(2, 0, 1))
     assert l1(frame, frame) == 0.0
+
+
+def test_results_written_through_a_symlink_keep_the_link(tmp_path):
+    """Like every atomic writer of the package, the results replace the file a link points to."""
+    import os
+
+    from mcc_fast.evaluation.report import write_csv, write_json
+
+    frames = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    results = evaluate_sequences([("v", frames, frames)], metrics="l1", progress=False, device="cpu")
+    real = tmp_path / "kept" / "r.json"
+    real.parent.mkdir()
+    real.write_text("{}")
+    (tmp_path / "kept" / "r.csv").write_text("old")
+    link = tmp_path / "r.json"
+    link.symlink_to(real)
+    (tmp_path / "r.csv").symlink_to(tmp_path / "kept" / "r.csv")
+    assert write_json(link, results) == link
+    write_csv(link.with_suffix(".csv"), results)
+    assert link.is_symlink() and os.path.samefile(link, real) and json.loads(real.read_text())["mean"]["l1"] == 0
+    assert (tmp_path / "r.csv").is_symlink() and (tmp_path / "kept" / "r.csv").read_text().startswith("name,")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "r.csv", "r.json"]
+    assert sorted(p.name for p in real.parent.iterdir()) == ["r.csv", "r.json"]  # no temporary left

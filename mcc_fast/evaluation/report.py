@@ -10,8 +10,9 @@ import io
 import json
 import math
 import os
-import uuid
 from pathlib import Path
+
+from ..io.atomic import real_target, temporary_sibling
 
 __all__ = ["json_safe", "write_text_atomic", "write_json", "write_csv"]
 
@@ -29,10 +30,13 @@ def json_safe(value):
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder,
-    fsync'd and renamed over ``path``: readers see the old file or the new one, never half."""
-    path = Path(path)
+    fsync'd and renamed over ``path``: readers see the old file or the new one, never half.
+    A ``path`` that is a symbolic link is written through (its file is replaced, the link kept),
+    as every atomic writer of :mod:`mcc_fast.io.atomic`; returns ``path``."""
+    link = Path(path)
+    path = real_target(link)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    tmp = temporary_sibling(path)
     try:
         with open(tmp, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
@@ -50,7 +54,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
             os.close(fd)
     except OSError:
         pass
-    return path
+    return link
 
 
 def write_json(path: str | os.PathLike, results: dict) -> Path:
