@@ -225,6 +225,36 @@ def test_output_ending_in_a_slash_is_refused(files, tmp_path, capsys):
     assert leftovers(tmp_path) == [] and not (tmp_path / "out.mp4").exists()
 
 
+@pytest.mark.parametrize("kind", ["read-only", "proc"])
+def test_unwritable_output_folder_is_refused_before_rendering(files, tmp_path, capsys, monkeypatch, kind):
+    """Found up front, not once the whole video is rendered (the encoder opens its file lazily)."""
+    import os
+    import tempfile
+
+    folder = Path("/proc") if kind == "proc" else tmp_path / "ro"
+    if kind == "read-only":
+        folder.mkdir()
+        folder.chmod(0o500)
+    try:
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pytest.skip(f"{folder} is writable here (uid {os.getuid()})")
+        except OSError:
+            pass
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("the model was loaded: the output folder was not checked first")
+
+        monkeypatch.setattr(Model, "from_pretrained", refuse)
+        assert run_cli("--source", files["face"], "--driving", files["clip"], "--output", folder / "out.mp4",
+                       "--checkpoint", files["model"], "--quiet") == 2
+    finally:
+        if kind == "read-only":
+            folder.chmod(0o700)
+    line = one_error_line(capsys.readouterr().err)
+    assert "--output" in line and "cannot write in" in line and str(folder) in line
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
 def test_gpu_requested_without_one(files, tmp_path, capsys):
     assert run_cli("--source", files["face"], "--driving", files["clip"], "--output", tmp_path / "o.mp4",

@@ -74,6 +74,7 @@ def _checkpoint(text: str | None) -> Path:
 
 def _check_output(output: Path, overwrite: bool, inputs: list[Path]) -> None:
     from ..cli import CommandError
+    from ..io.paths import writable_folder_error
     from ..io.video import VIDEO_OUTPUT_EXTENSIONS
 
     if output.suffix.lower() not in VIDEO_OUTPUT_EXTENSIONS:
@@ -82,6 +83,9 @@ def _check_output(output: Path, overwrite: bool, inputs: list[Path]) -> None:
         raise CommandError(f"--output {str(output)!r} is a folder")
     if not output.parent.is_dir():
         raise CommandError(f"--output folder {str(output.parent)!r} does not exist")
+    unwritable = writable_folder_error(output.parent)  # else found only once the whole video is rendered
+    if unwritable:
+        raise CommandError(f"--output {str(output)!r}: cannot write in {str(output.parent)!r} ({unwritable})")
     for path in inputs:
         if path.exists() and output.exists() and output.resolve() == path.resolve():
             raise CommandError(f"--output {str(output)!r} is one of the inputs")

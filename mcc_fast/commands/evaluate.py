@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-import tempfile
 from pathlib import Path
 
 from ..cli import DEVICE_HELP, CommandError, device_option, positive_int, print_note, warnings_as_notes
+from ..io.paths import writable_folder_error
 
 PROG = "mcc-fast evaluate"
 
@@ -130,12 +130,9 @@ def _check_outputs(output: Path, overwrite: bool, inputs: list[Path]) -> tuple[P
         parent = parent.parent
     if not parent.is_dir():
         raise CommandError(f"--output {str(output)!r}: {str(parent)!r} is not a folder")
-    try:  # a read-only folder would otherwise fail only at the end, after the whole evaluation
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as exc:
-        raise CommandError(f"--output {str(output)!r}: cannot write in {str(parent)!r} "
-                           f"({exc.strerror or exc})") from None
+    unwritable = writable_folder_error(parent)  # else found only at the end, after the whole evaluation
+    if unwritable:
+        raise CommandError(f"--output {str(output)!r}: cannot write in {str(parent)!r} ({unwritable})")
     return output, table
 
 

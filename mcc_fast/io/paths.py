@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["output_folder"]
+__all__ = ["output_folder", "writable_folder_error"]
 
 
 def output_folder(path: str | os.PathLike, option: str) -> Path:
@@ -19,3 +19,16 @@ def output_folder(path: str | os.PathLike, option: str) -> Path:
             where = "it" if p == folder else f"its parent {str(p)!r}"
             raise NotADirectoryError(f"{option} {text!r}: expected a folder, but {where} is an existing file")
     return folder
+
+
+def writable_folder_error(folder: str | os.PathLike) -> str | None:
+    """Why no file can be created in the existing folder `folder` (read-only file system, no
+    permission; tried with an unnamed temporary file, so root's rights are honoured), or None."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
