@@ -356,6 +356,16 @@ def test_motion_options_reach_animate_and_the_results(setup, tmp_path, monkeypat
     assert (settings["motion"], settings["adapt_scale"]) == ("relative" if relative else "absolute", adapt_scale)
 
 
+def test_results_record_what_was_evaluated(setup, tmp_path):
+    """Two results.json files say whether they are comparable: checkpoint, data, split, frame limit."""
+    _, data, ckpt = setup
+    out = tmp_path / "r.json"
+    assert _evaluate(setup, "--output", str(out)) == 0
+    settings = json.loads(out.read_text())["settings"]
+    assert settings["checkpoint"] == str(ckpt) and settings["data"] == str(data)
+    assert (settings["split"], settings["max_frames"], settings["pairs"]) == ("test", 2, None)
+
+
 def test_no_adapt_scale_with_absolute_motion_is_refused(setup, capsys, no_model):
     assert _evaluate(setup, "--no-adapt-scale") == 2
     assert "--no-adapt-scale applies to relative motion" in capsys.readouterr().err

@@ -324,7 +324,9 @@ def _run(args: argparse.Namespace) -> int:
     if failure:
         print(f"{PROG}: error: {failure}; no results written", file=sys.stderr)
         return 1
-    results["settings"].update(mode=args.mode, motion=args.motion, adapt_scale=args.adapt_scale)
+    results["settings"].update(mode=args.mode, motion=args.motion, adapt_scale=args.adapt_scale,
+                               checkpoint=str(checkpoint), data=str(root), split=args.split,
+                               max_frames=args.max_frames, pairs=args.pairs)
     print(format_summary(results))
     if results["failed"]:
         _note(f"{len(results['failed'])} of {len(results['failed']) + results['num_videos']} videos could not be "
