@@ -124,6 +124,18 @@ def test_a_run_refused_while_setting_up_leaves_no_run_folder(tmp_path, capsys):
     assert not out.exists()  # no empty train.log (nor a progress bar) from a run that never started
 
 
+@pytest.mark.parametrize("inside", ["train/run", "test", "train/a/b"])
+def test_a_run_folder_inside_the_datasets_splits_is_refused(tmp_path, capsys, inside):
+    """It would be listed as one of the split's videos (an unreadable one) on the next run or resume."""
+    for split in ("train", "test"):
+        (tmp_path / "data" / split).mkdir(parents=True)
+    out = tmp_path / "data" / inside
+    err = _error(capsys, ["train", "--config", "smoke", "--data", str(tmp_path / "data"), "--out", str(out),
+                          "--random-vgg"])
+    assert "--out" in err and f"inside the dataset's {inside.split('/')[0]}/ folder" in err
+    assert not (tmp_path / "data" / "train" / "run").exists()
+
+
 def test_yaml_syntax_errors_are_one_line_with_the_position(tmp_path, capsys):
     path = tmp_path / "broken.yaml"
     path.write_text("optim:\n\tlr: 1e-4\n")  # a tab indent

@@ -77,6 +77,19 @@ def build_config(args: argparse.Namespace):
     return load_config(args.config, overrides + list(args.overrides))
 
 
+def _check_out_outside_splits(out: Path, data_root: str | None) -> None:
+    """A run folder inside the dataset's train/ or test/ would be listed as one of its videos
+    (an unreadable one, which also changes the epoch size on --resume): ValueError naming --out."""
+    if data_root is None:
+        return
+    resolved = out.resolve()
+    for split in ("train", "test"):
+        folder = (Path(data_root) / split).resolve()
+        if resolved.is_relative_to(folder):
+            raise ValueError(f"--out {str(out)!r} is inside the dataset's {split}/ folder {str(folder)!r}, where "
+                             "it would be read as a video; choose a run folder outside train/ and test/")
+
+
 def run(args: argparse.Namespace) -> int:
     """Train; returns 0 when finished or stopped cleanly (a checkpoint was written)."""
     from mcc_fast.io.paths import output_folder
@@ -86,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         output_folder(args.out, "--out")
     config = build_config(args)
     out = Path(args.out) if args.out is not None else Path("runs") / config.name
+    _check_out_outside_splits(out, config.data.root)
     with warnings_as_notes("mcc-fast train"):
         result = train(config, out, resume=args.resume, init_from=args.init_from, stop_at=args.stop_at,
                        overwrite=getattr(args, "overwrite", False))
