@@ -369,3 +369,26 @@ def test_results_record_what_was_evaluated(setup, tmp_path):
 def test_no_adapt_scale_with_absolute_motion_is_refused(setup, capsys, no_model):
     assert _evaluate(setup, "--no-adapt-scale") == 2
     assert "--no-adapt-scale applies to relative motion" in capsys.readouterr().err
+
+
+def test_a_pairs_name_two_videos_share_is_refused(setup, capsys, no_model, tmp_path):
+    """`a.mp4` and `a.mkv` in one split: the reference `a` is refused as ambiguous (the last
+    one listed won silently); `a.mkv` with its suffix still names its own video."""
+    import shutil
+
+    from mcc_fast.commands.evaluate import _video_names
+
+    root, data, ckpt = setup
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    first = sorted((copy / "test").glob("id*.mp4"))[0]
+    shutil.copy(first, first.with_suffix(".mkv"))
+    names = _video_names(copy / "test")
+    assert isinstance(names[first.stem], tuple) and names[first.name] != names[first.with_suffix(".mkv").name]
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"source,driving\n{first.stem},{first.with_suffix('.mkv').name}\n")
+    rc = main(["evaluate", "--checkpoint", str(ckpt), "--data", str(copy), "--mode", "cross-id",
+               "--pairs", str(pairs), "--output", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "line 2" in err and "more than one video" in err and first.name in err
+    assert not (tmp_path / "r.json").exists()

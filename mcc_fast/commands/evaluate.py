@@ -175,6 +175,9 @@ def _check_refs(pairs, names: dict[str, int], args) -> list[Path]:
     files = []
     for line, *refs in pairs:
         for ref in refs:
+            if isinstance(names.get(ref), tuple):
+                raise CommandError(f"--pairs {args.pairs!r} line {line}: {ref!r} names more than one video of "
+                                   f"{args.split}/ ({', '.join(names[ref])}): give the name with its suffix")
             if ref in names:
                 continue
             if not Path(ref).exists():
@@ -260,13 +263,22 @@ def _load_model(args):
     return Model.from_pretrained(_checkpoint(args.checkpoint), device=device)
 
 
-def _video_names(folder: Path) -> dict[str, int]:
-    """The split's video names (with and without their suffix) -> dataset index, without decoding."""
+def _video_names(folder: Path) -> dict[str, int | tuple[str, ...]]:
+    """The split's video names (with and without their suffix) -> dataset index, without decoding.
+
+    A name without its suffix that two videos share (`a.mp4`, `a.mkv`) maps to their full names
+    instead: a --pairs reference to it is ambiguous. A full name always means its own video."""
     from ..training.data.datasets import list_videos
 
-    names = {}
-    for index, entry in enumerate(list_videos(folder)):
-        names[entry.name] = names[Path(entry.name).stem] = index
+    entries = [entry.name for entry in list_videos(folder)]
+    names: dict[str, int | tuple[str, ...]] = {}
+    by_stem: dict[str, list[str]] = {}
+    for name in entries:
+        by_stem.setdefault(Path(name).stem, []).append(name)
+    for stem, full in by_stem.items():
+        names[stem] = entries.index(full[0]) if len(full) == 1 else tuple(full)
+    for index, name in enumerate(entries):
+        names[name] = index
     return names
 
 
