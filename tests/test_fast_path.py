@@ -178,6 +178,22 @@ def test_model_fast_is_cached_and_fast_path_flag_routes_forward(small_model, tmp
     assert mcc_fast.Model.from_pretrained(tmp_path / "m", device="cpu", fast=True).fast_path is True
 
 
+def test_fast_path_flag_keeps_gradients_of_inputs_that_require_them(small_model):
+    """fast_path routes only inference calls: an input that requires grad (grad mode on) takes the
+    reference path, so the frame has a graph (the fast path runs under no_grad)."""
+    source, driving = _images(1, seed=30).requires_grad_(), _images(1, seed=31)
+    small_model.fast_path = True
+    try:
+        frame = small_model(source, driving)
+        assert frame.requires_grad
+        frame.sum().backward()
+        assert source.grad is not None and torch.isfinite(source.grad).all()
+        with torch.no_grad():
+            assert not small_model(source, driving).requires_grad
+    finally:
+        small_model.fast_path = False
+
+
 def test_copied_and_pickled_models_get_their_own_fast_path(small_model):
     import copy
     import io

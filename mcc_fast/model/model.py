@@ -51,6 +51,11 @@ def check_pair(source: Any, driving: Any, dtype: torch.dtype) -> None:
         raise ValueError(f"driving batch {driving.shape[0]} != source batch {source.shape[0]}")
 
 
+def _wants_grad(*inputs: Any) -> bool:
+    """True when autograd would record a graph through one of `inputs` (the fast path would not)."""
+    return torch.is_grad_enabled() and any(isinstance(x, torch.Tensor) and x.requires_grad for x in inputs)
+
+
 class Model(nn.Module):
     """The MCC talking-head model.
 
@@ -62,7 +67,9 @@ class Model(nn.Module):
     Fast path: `model.fast()` returns the FastModel over these weights (mcc_fast.fast: source
     caching, fused ops, SDPA, channels-last, CUDA graphs); with `model.fast_path = True`
     (the default of `from_pretrained` on CUDA) the plain `model(source, driving)` call in eval
-    mode runs through it. The reference path stays the oracle (return_all, training).
+    mode runs through it, unless an input requires grad (grad mode on: the fast path is
+    inference-only, so such a call takes the reference path and keeps its graph). The reference
+    path stays the oracle (return_all, training).
 
     Both paths take the same pairs: `source` and `driving` of one batch size, in the model's
     dtype (others are a TypeError, not a silent cast; `model.animate` and the fast path's
@@ -85,7 +92,7 @@ class Model(nn.Module):
         if training and not return_all:
             raise ValueError("training=True returns the training outputs: pass return_all=True too")
         check_pair(source, driving, next(self.parameters()).dtype)
-        if getattr(self, "fast_path", False) and not self.training and not return_all:
+        if getattr(self, "fast_path", False) and not self.training and not return_all and not _wants_grad(source, driving):
             return self.fast()(source, driving)
         motion = self.motion_estimator(driving, source)
         result = self.generator(source, motion, return_all=return_all, driving=driving if training else None)
