@@ -194,6 +194,24 @@ def test_fast_path_flag_keeps_gradients_of_inputs_that_require_them(small_model)
         small_model.fast_path = False
 
 
+def test_torch_compile_of_the_whole_model_with_the_fast_path_flag_traces_the_reference(small_model):
+    """The fast path's weight-following checks read storages: under torch.compile the flag routes
+    to the reference path, which traces whole (fullgraph) and gives its frames."""
+    source, driving = _images(2, seed=32), _images(2, seed=33)
+    with torch.no_grad():
+        expected = small_model(source, driving)
+    torch._dynamo.reset()
+    small_model.fast_path = True
+    try:
+        compiled = torch.compile(small_model, backend="eager", fullgraph=True)
+        with torch.no_grad():
+            frames = compiled(source, driving)
+    finally:
+        small_model.fast_path = False
+        torch._dynamo.reset()
+    assert (frames - expected).abs().max() <= 1e-6
+
+
 def test_copied_and_pickled_models_get_their_own_fast_path(small_model):
     import copy
     import io

@@ -68,8 +68,11 @@ class Model(nn.Module):
     caching, fused ops, SDPA, channels-last, CUDA graphs); with `model.fast_path = True`
     (the default of `from_pretrained` on CUDA) the plain `model(source, driving)` call in eval
     mode runs through it, unless an input requires grad (grad mode on: the fast path is
-    inference-only, so such a call takes the reference path and keeps its graph). The reference
-    path stays the oracle (return_all, training).
+    inference-only, so such a call takes the reference path and keeps its graph) or the call is
+    traced by torch.compile (the fast path's weight-following checks read storages and versions,
+    which do not trace; `torch.compile(model)` compiles the reference path, whole, and
+    `model.fast().compile()` the fast path's per-frame step). The reference path stays the
+    oracle (return_all, training).
 
     Both paths take the same pairs: `source` and `driving` of one batch size, in the model's
     dtype (others are a TypeError, not a silent cast; `model.animate` and the fast path's
@@ -92,7 +95,8 @@ class Model(nn.Module):
         if training and not return_all:
             raise ValueError("training=True returns the training outputs: pass return_all=True too")
         check_pair(source, driving, next(self.parameters()).dtype)
-        if getattr(self, "fast_path", False) and not self.training and not return_all and not _wants_grad(source, driving):
+        if (getattr(self, "fast_path", False) and not self.training and not return_all
+                and not _wants_grad(source, driving) and not torch.compiler.is_compiling()):
             return self.fast()(source, driving)
         motion = self.motion_estimator(driving, source)
         result = self.generator(source, motion, return_all=return_all, driving=driving if training else None)
