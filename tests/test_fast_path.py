@@ -300,6 +300,10 @@ def test_model_fast_follows_the_models_dtype_and_refuses_float64():
     with pytest.raises(ValueError, match=r"this model is torch.float64: call model.fast\(dtype=torch.float32\)"):
         model.fast()
     assert model.fast(dtype=torch.float32).options.dtype == torch.float32
+    model.fast_path = True  # e.g. loaded on CUDA (the default), then cast: forward has no fast= argument
+    with pytest.raises(ValueError, match=r"model.fast_path is True but this model is torch.float64.*"
+                                         r"model.fast_path = False"):
+        model(source.double(), driving.double())
 
 
 def test_fast_path_under_inference_mode(tmp_path):

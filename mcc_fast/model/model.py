@@ -94,9 +94,14 @@ class Model(nn.Module):
         """See the class docstring. source, driving: (B, 3, S, S) float in [-1, 1]."""
         if training and not return_all:
             raise ValueError("training=True returns the training outputs: pass return_all=True too")
-        check_pair(source, driving, next(self.parameters()).dtype)
+        dtype = next(self.parameters()).dtype
+        check_pair(source, driving, dtype)
         if (getattr(self, "fast_path", False) and not self.training and not return_all
                 and not _wants_grad(source, driving) and not torch.compiler.is_compiling()):
+            if dtype == torch.float64:
+                raise ValueError("model.fast_path is True but this model is torch.float64 (the fast path computes "
+                                 "in float32, bfloat16 or float16): set model.fast_path = False for the float64 "
+                                 "reference path, or cast the model")
             return self.fast()(source, driving)
         motion = self.motion_estimator(driving, source)
         result = self.generator(source, motion, return_all=return_all, driving=driving if training else None)
