@@ -434,6 +434,8 @@ def test_bad_arguments_are_clear_errors(small_model):
         fast.render_frame(cache, kp_driving=Keypoints([[0.0, 0.0]] * k, torch.zeros(1, k, 2, 2)))
     with pytest.raises(TypeError, match="kp_driving.jacobian a tensor or None"):
         fast.render_frame(cache, kp_driving=Keypoints(torch.zeros(1, k, 2), [[1.0, 0.0], [0.0, 1.0]]))
+    with pytest.raises(TypeError, match="kp_driving.value must be a floating-point tensor"):  # was cast silently
+        fast.render_frame(cache, kp_driving=Keypoints(torch.zeros(1, k, 2, dtype=torch.int64), torch.zeros(1, k, 2, 2)))
 
 
 def test_bf16_runs_on_cpu_with_float32_geometry(small_model):

@@ -256,7 +256,10 @@ class FastModel:
         if kp.jacobian is not None and tuple(kp.jacobian.shape) != (value.shape[0], k, 2, 2):
             raise ValueError(f"kp_driving.jacobian must have shape ({value.shape[0]}, {k}, 2, 2), "
                              f"got {tuple(kp.jacobian.shape)}")
-        for tensor in (value, kp.jacobian):
+        for name, tensor in (("value", value), ("jacobian", kp.jacobian)):
+            if tensor is not None and not tensor.is_floating_point():
+                raise TypeError(f"kp_driving.{name} must be a floating-point tensor (coordinates in [-1, 1]), "
+                                f"got {tensor.dtype}")
             if tensor is not None and tensor.device != self.device:
                 raise ValueError(f"kp_driving is on {tensor.device} but the model is on {self.device}")
         return Keypoints(value.float(), None if kp.jacobian is None else kp.jacobian.float())
