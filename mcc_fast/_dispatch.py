@@ -136,11 +136,18 @@ def under_vmap() -> bool:
     return _active_transforms("Vmap")
 
 
+#: Ops whose torch backend samples with F.grid_sample, which has no forward-mode derivative.
+_NO_TORCH_FORWARD_AD = frozenset({"grid_sample", "warp", "warp_many", "dense_motion_input"})
+
+
 def _refuse_forward_ad(backend: str, op: str, tensors) -> None:
     if _carries_tangent(tensors):
+        fix = ("torch's grid_sample has none either, so no backend gives it: use reverse mode instead "
+               "(torch.autograd.grad on any backend; torch.func.grad / vjp / jacrev with backend='torch' or None)"
+               if op in _NO_TORCH_FORWARD_AD else "use backend='torch' or backend=None")
         raise NotImplementedError(
             f"{op}: forward-mode AD (torch.func.jvp / torch.autograd.forward_ad) is not implemented on the "
-            f"{backend} backend (the tangent would be dropped); use backend='torch' or backend=None")
+            f"{backend} backend (the tangent would be dropped); {fix}")
     if _differentiating_transform():
         raise NotImplementedError(
             f"{op}: torch.func gradient transforms (grad, vjp, jacrev, jvp, hessian) are not supported on the "

@@ -93,6 +93,36 @@ def test_forward_mode_ad_on_a_kernel_backend_is_refused_not_dropped(case):
             fn("triton", torch.autograd.forward_ad.make_dual(primal, torch.randn_like(primal)))
 
 
+def _sampling_jvp_cases():
+    """(name, fn(backend, primal), primal) for every op that samples through grid_sample."""
+    from mcc_fast import ops
+
+    x, grid = torch.randn(1, 2, 3, 4), torch.rand(1, 2, 2, 2) * 2 - 1
+    kp = torch.rand(1, 2, 2) * 2 - 1
+    return [
+        ("grid_sample", lambda b, t: ops.grid_sample(t, grid, backend=b), x),
+        ("warp", lambda b, t: ops.warp(t, grid, backend=b), x),
+        ("warp_many", lambda b, t: ops.warp_many(t, grid.unsqueeze(1), backend=b), x),
+        ("dense_motion_input", lambda b, t: ops.dense_motion_input(t, kp, kp.flip(-1), backend=b), x),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_forward_mode_ad_refusal_of_a_sampling_op_suggests_what_works(case):
+    """torch's grid_sample has no forward derivative either: the refusal must not send the user to
+    backend='torch' (which fails too), and the reverse mode it suggests gives the gradient."""
+    name, fn, primal = _sampling_jvp_cases()[case]
+    tangent = torch.randn_like(primal)
+    with pytest.raises(NotImplementedError, match=f"{name}: forward-mode AD") as refused:
+        torch.func.jvp(lambda p: fn("triton", p), (primal,), (tangent,))
+    assert not str(refused.value).endswith("use backend='torch' or backend=None")
+    assert "use reverse mode" in str(refused.value)
+    with pytest.raises(NotImplementedError):  # torch's own limit: the reason for the message
+        torch.func.jvp(lambda p: fn("torch", p), (primal,), (tangent,))
+    got = torch.func.vjp(lambda p: fn("torch", p), primal)[1](torch.ones_like(fn("torch", primal)))[0]
+    assert got.shape == primal.shape
+
+
 def test_auto_backend_sends_forward_mode_ad_to_torch(monkeypatch):
     """backend=None on CUDA tensors: inputs with a tangent run on the torch reference."""
     import mcc_fast._dispatch as dispatch
