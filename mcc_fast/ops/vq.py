@@ -354,7 +354,7 @@ def quantize(z: torch.Tensor, codebook: torch.Tensor, num_codes: int | None = No
     loss, stats), a NamedTuple:
       z_q (..., d): straight-through z + sg(e - z) in the common dtype of z and codebook;
       indices (...) int64 into the whole codebook (-1 where z is not finite);
-      loss (): beta * mean((sg(e) - z)^2) + mean((e - sg(z))^2), float32;
+      loss (): beta * mean((sg(e) - z)^2) + mean((e - sg(z))^2), float32 (float64 input: float64);
       stats: VQStats(perplexity, usage, counts, sq_distances).
     Gradients to z and codebook equal autograd through that formula (float tolerance).
     deterministic: bitwise-reproducible codebook gradient (None: follow
