@@ -142,7 +142,8 @@ def animate(model: "Model", source: Any, driving: Any, *, relative: bool = True,
     adapt_scale: scale the displacement by sqrt(hull area(source kp) / hull area(reference kp))
         (relative motion only).
     reference: the reference driving frame (default: the first driving frame), same forms.
-    batch_size: driving frames per forward pass (memory vs speed; the results do not depend on it).
+    batch_size: driving frames per forward pass (memory vs speed; the results do not depend on it
+        beyond float rounding: a uint8 pixel may differ by 1).
     output: "numpy" (default): uint8 (S, S, 3) RGB arrays; "tensor": float (3, S, S) tensors in
         [-1, 1] (clamped) on the model's device, in its dtype.
     side_by_side: each frame is [source | driving | result] side by side, width 3 S.
