@@ -203,8 +203,14 @@ def animate(model: "Model", source: Any, driving: Any, *, relative: bool = True,
             raise ValueError(f"reference: expected one frame, got a batch of {reference_image.shape[0]}")
 
     batches = _driving_batches(driving, batch_size, lambda frames: prepare(frames, "driving", crop))
+    how = "fast=True"
     if fast is None:
-        fast = bool(getattr(model, "fast_path", False))
+        fast, how = bool(getattr(model, "fast_path", False)), "model.fast_path is True"
+    dtype = next(model.parameters()).dtype
+    if fast and dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"animate: {how} but this model is {dtype} (the fast path computes in float32, "
+                         "bfloat16 or float16): pass fast=False for the reference path, or cast the model "
+                         "(model.float())")
     me, generator = model.motion_estimator, model.generator
     with torch.no_grad(), eval_mode(model):
         if fast:
