@@ -304,7 +304,8 @@ def test_model_fast_follows_the_models_dtype_and_refuses_float64():
     with pytest.raises(ValueError, match=r"model.fast_path is True but this model is torch.float64.*"
                                          r"model.fast_path = False"):
         model(source.double(), driving.double())
-    with pytest.raises(ValueError, match=r"animate: model.fast_path is True but this model is torch.float64.*fast=False"):
+    with pytest.raises(ValueError,
+                       match=r"animate: model.fast_path is True but this model is torch.float64.*fast=False"):
         model.animate(source.double(), driving.double())
     with pytest.raises(ValueError, match=r"animate: fast=True but this model is torch.float64.*fast=False"):
         model.animate(source.double(), driving.double(), fast=True)
