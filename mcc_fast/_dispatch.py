@@ -49,10 +49,19 @@ def _triton_import_error() -> str | None:
     return None
 
 
+def _assume_constant_result(fn):
+    """`torch.compiler.assume_constant_result(fn)` without its cost: that call imports torch._dynamo
+    (seconds, and it creates the inductor cache folder and sets $TORCHINDUCTOR_CACHE_DIR), which
+    `import mcc_fast` must not do. The mark is the attribute it sets (tests/test_packaging.py checks
+    that it still is)."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
 # The availability probes import modules, load libraries and query the driver: torch.compile must
 # not trace them (importlib.import_module is untraceable: fullgraph=True would fail on every op call
 # with CUDA tensors). Under torch.compile they run eagerly and their result is a constant.
-@torch.compiler.assume_constant_result
+@_assume_constant_result
 def triton_status() -> BackendStatus:
     err = _triton_import_error()
     if err:
@@ -64,7 +73,7 @@ def triton_status() -> BackendStatus:
     return BackendStatus("triton", False, "no CUDA GPU (set TRITON_INTERPRET=1 to run the kernels on CPU for testing)")
 
 
-@torch.compiler.assume_constant_result
+@_assume_constant_result
 def cuda_status(device: torch.device | None = None) -> BackendStatus:
     """Whether the cuda backend can run on `device` (the tensors' CUDA device; None: the current one)."""
     from .cuda import extension_error, runtime_name

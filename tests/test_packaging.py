@@ -37,6 +37,39 @@ def test_version_and_backends_from_a_fresh_interpreter():
     assert out[1] == "['cuda', 'torch', 'triton']"
 
 
+def test_import_is_light_and_has_no_side_effects(tmp_path):
+    """`import mcc_fast` loads torch and the ops, nothing heavier: not torch._dynamo (seconds; it also
+    creates the inductor cache folder and sets $TORCHINDUCTOR_CACHE_DIR), not triton, no CUDA
+    context, no warning, no change to the environment."""
+    code = (
+        "import os, sys, warnings\n"
+        "warnings.simplefilter('error')\n"
+        "env = dict(os.environ)\n"
+        "import mcc_fast, torch\n"
+        "assert dict(os.environ) == env, set(os.environ.items()) ^ set(env.items())\n"
+        "heavy = [m for m in ('torch._dynamo', 'triton', 'mcc_fast.model', 'mcc_fast.fast', 'av', 'PIL') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert not torch.cuda.is_initialized()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    subprocess.run([sys.executable, "-W", "error", "-c", code], check=True, cwd=tmp_path, env=env)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_backend_probes_carry_torch_compiles_constant_result_mark():
+    # _dispatch marks its probes without importing torch._dynamo: the mark must be the one torch sets
+    import torch
+
+    from mcc_fast import _dispatch
+
+    def probe():
+        return None
+
+    marked = dict(vars(torch.compiler.assume_constant_result(probe)))
+    assert marked and marked.items() <= vars(_dispatch.triton_status).items()
+    assert marked.items() <= vars(_dispatch.cuda_status).items()
+
+
 def test_installed_metadata_version_is_the_package_version():
     # the version is written once (mcc_fast.__version__); pip's metadata reads it from there
     from importlib.metadata import version
