@@ -33,4 +33,9 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'mcc_fast' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # the lazy names too: tab completion, dir() and help(mcc_fast) list the model classes
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = ["__version__", "backends", "ops", *_LAZY]

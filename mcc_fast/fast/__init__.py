@@ -25,3 +25,7 @@ def __getattr__(name: str):
 
         return GraphedRenderer
     raise AttributeError(f"module 'mcc_fast.fast' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"GraphedRenderer"})
