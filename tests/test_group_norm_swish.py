@@ -154,6 +154,9 @@ def test_bad_arguments_name_themselves():
                 group_norm_swish(x, 4, w, b, eps=bad, backend=backend)
     with pytest.raises(ValueError, match="backend"):
         group_norm_swish(x, 4, backend="fortran")
+    for bad in (1, "False", None):  # a flag, as align_corners of the other ops
+        with pytest.raises(TypeError, match="swish must be a bool"):
+            group_norm_swish(x, 4, w, b, swish=bad)
     with pytest.raises(RuntimeError, match="not implemented"):
         group_norm_swish(x, 4, backend="cuda")
 

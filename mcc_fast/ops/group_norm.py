@@ -95,6 +95,8 @@ def group_norm_swish(x: torch.Tensor, num_groups: int, weight: torch.Tensor | No
     "triton" (module docstring for the gradient rule).
     """
     num_groups = _check(x, num_groups, weight, bias, eps)
+    if not isinstance(swish, bool):  # as the other ops' flags: a truthy "False" would apply swish
+        raise TypeError(f"swish must be a bool, got {type(swish).__name__}")
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bias))
     if backend is None and (needs_grad or x.dtype not in KERNEL_DTYPES or x.dim() not in (3, 4)):
@@ -112,4 +114,4 @@ def group_norm_swish(x: torch.Tensor, num_groups: int, weight: torch.Tensor | No
     # the kernel reads weight[c] and bias[c] at unit stride
     weight = x.new_ones(channels, dtype=torch.float32) if weight is None else weight.contiguous()
     bias = x.new_zeros(channels, dtype=torch.float32) if bias is None else bias.contiguous()
-    return _group_norm_swish_op(x, weight, bias, num_groups, float(eps), bool(swish))
+    return _group_norm_swish_op(x, weight, bias, num_groups, float(eps), swish)
