@@ -80,6 +80,28 @@ def test_input_dtype_other_than_the_models_is_a_clear_type_error(small_model, fa
 
 
 @pytest.mark.parametrize("fast_path", [False, True])
+def test_non_floating_inputs_are_a_type_error_on_both_paths(small_model, fast_path):
+    # as a float input of another dtype, and as the ops' "must be a floating tensor"
+    source, driving = _images(1), _images(1, seed=2)
+    small_model.fast_path = fast_path
+    try:
+        with pytest.raises(TypeError, match="source must be a floating"):
+            small_model(source.to(torch.uint8), driving)
+        with pytest.raises(TypeError, match="driving must be a floating"):
+            small_model(source, driving.to(torch.int64))
+    finally:
+        small_model.fast_path = False
+    fast = small_model.fast()
+    with pytest.raises(TypeError, match="source must be a floating"):
+        fast.prepare_source(source.to(torch.uint8))
+    with pytest.raises(TypeError, match="image must be a floating"):
+        small_model.motion_estimator.keypoints(source.to(torch.uint8))
+    kp = small_model.motion_estimator.keypoints(source)
+    with pytest.raises(TypeError, match="kp_driving must be a Keypoints"):  # as FastModel.render_frame
+        small_model.motion_estimator.dense_motion(source, kp, kp.value)
+
+
+@pytest.mark.parametrize("fast_path", [False, True])
 def test_batch_mismatch_is_the_same_error_on_both_paths(small_model, fast_path):
     small_model.fast_path = fast_path
     try:
@@ -156,3 +178,14 @@ def test_model_config_of_the_wrong_type_is_a_type_error(config):
     """Model(config) names the argument (was AttributeError: 'dict' object has no attribute 'motion')."""
     with pytest.raises(TypeError, match="config must be a ModelConfig or None"):
         mcc_fast.Model(config)
+
+
+def test_fast_path_flag_of_the_wrong_type_is_a_type_error(small_model):
+    # as every other flag (Model.from_pretrained's fast, animate's relative, the ops' align_corners)
+    from mcc_fast.fast import FastOptions
+
+    for bad in (1, "False", None):
+        with pytest.raises(TypeError, match="channels_last must be a bool"):
+            small_model.fast(channels_last=bad)
+        with pytest.raises(TypeError, match="channels_last must be a bool"):
+            FastOptions(channels_last=bad)

@@ -55,7 +55,7 @@ class FastOptions:
         if self.dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {self.dtype}")
         if not isinstance(self.channels_last, bool):
-            raise ValueError(f"channels_last must be a bool, got {self.channels_last!r}")
+            raise TypeError(f"channels_last must be a bool, got {self.channels_last!r}")
         if self.pad_head_dim is not None and (isinstance(self.pad_head_dim, bool)
                                               or not isinstance(self.pad_head_dim, int) or self.pad_head_dim < 1):
             raise ValueError(f"pad_head_dim must be None or a positive int, got {self.pad_head_dim!r}")

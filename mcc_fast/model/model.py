@@ -131,14 +131,15 @@ class Model(nn.Module):
         default the model's current one, so after `model.to(dtype)` another fast path is built;
         e.g. torch.bfloat16 on CUDA). A float64 model has no fast path (it computes in fp32,
         bf16 or fp16): pass dtype=torch.float32, or use the reference path."""
-        from ..fast import FastModel
+        from ..fast import FastModel, FastOptions
 
         if dtype is None:
             dtype = next(self.parameters()).dtype
             if dtype not in (torch.float32, torch.float16, torch.bfloat16):
                 raise ValueError(f"the fast path computes in float32, bfloat16 or float16; this model is {dtype}: "
                                  "call model.fast(dtype=torch.float32), or use the reference path (fast=False)")
-        key = (dtype, channels_last, pad_head_dim, backend)
+        FastOptions(dtype=dtype, channels_last=channels_last, pad_head_dim=pad_head_dim, backend=backend)  # checks
+        key = (dtype, channels_last, pad_head_dim, backend)  # checked first: 1 == True would find a built one
         built = self.__dict__.setdefault("_fast_paths", {})
         if built.get(key) is None:  # (copies and unpickled models hold None: rebuilt here)
             built[key] = FastModel(self, dtype=dtype, channels_last=channels_last, pad_head_dim=pad_head_dim,

@@ -100,7 +100,8 @@ def _field(dm: Any, name: str) -> torch.Tensor:
 
 
 def check_image(image: torch.Tensor, name: str, config: GeneratorConfig) -> None:
-    """Raise ValueError naming `name` unless `image` is (B, image_channels, S, S) floating point."""
+    """Raise naming `name` unless `image` is a (B, image_channels, S, S) (ValueError) floating point
+    (TypeError) tensor."""
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"{name} must be a tensor, got {type(image).__name__}")
     expected = (config.image_channels, config.image_size, config.image_size)
@@ -108,7 +109,7 @@ def check_image(image: torch.Tensor, name: str, config: GeneratorConfig) -> None
         raise ValueError(f"{name} must have shape (B, {', '.join(map(str, expected))}) for this "
                          f"config, got {tuple(image.shape)}")
     if not image.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {image.dtype}")
+        raise TypeError(f"{name} must be a floating tensor, got {image.dtype}")
 
 
 def read_dense_motion(dm: Any, config: GeneratorConfig, batch: int) -> DenseMotion:

@@ -67,7 +67,7 @@ class MotionEstimator(nn.Module):
         if not isinstance(image, torch.Tensor):
             raise TypeError(f"{name} must be a tensor, got {type(image).__name__}")
         if not image.is_floating_point():
-            raise ValueError(f"{name} must be a floating tensor, got {image.dtype}")
+            raise TypeError(f"{name} must be a floating tensor, got {image.dtype}")
         expected = (cfg.num_channels, cfg.image_size, cfg.image_size)
         if image.dim() != 4 or tuple(image.shape[1:]) != expected:
             raise ValueError(f"{name} must have shape (B, {', '.join(map(str, expected))}), got {tuple(image.shape)}")
@@ -75,7 +75,7 @@ class MotionEstimator(nn.Module):
     def _check_keypoints(self, name: str, kp: Keypoints, batch: int) -> None:
         cfg = self.config
         if not isinstance(kp, Keypoints):
-            raise ValueError(f"{name} must be a Keypoints, got {type(kp).__name__}")
+            raise TypeError(f"{name} must be a Keypoints, got {type(kp).__name__}")
         if tuple(kp.value.shape) != (batch, cfg.num_kp, 2):
             raise ValueError(f"{name}.value must have shape {(batch, cfg.num_kp, 2)}, got {tuple(kp.value.shape)}")
         if cfg.kp_estimate_jacobian:
