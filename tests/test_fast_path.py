@@ -297,7 +297,8 @@ def test_model_fast_follows_the_models_dtype_and_refuses_float64():
     assert fast.options.dtype == torch.float32  # not the fp16 path built before
     assert (fast(source, driving) - _reference_frames(model, source, driving)).abs().max() <= 1e-4
     model.double()
-    with pytest.raises(ValueError, match=r"this model is torch.float64: call model.fast\(dtype=torch.float32\)"):
+    with pytest.raises(ValueError, match=r"this model is torch.float64: call model.fast\(dtype=torch.float32\), or use "
+                                         r"the reference path \(model.fast_path = False"):  # fast() has no fast=
         model.fast()
     assert model.fast(dtype=torch.float32).options.dtype == torch.float32
     model.fast_path = True  # e.g. loaded on CUDA (the default), then cast: forward has no fast= argument

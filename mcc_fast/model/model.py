@@ -137,7 +137,8 @@ class Model(nn.Module):
             dtype = next(self.parameters()).dtype
             if dtype not in (torch.float32, torch.float16, torch.bfloat16):
                 raise ValueError(f"the fast path computes in float32, bfloat16 or float16; this model is {dtype}: "
-                                 "call model.fast(dtype=torch.float32), or use the reference path (fast=False)")
+                                 "call model.fast(dtype=torch.float32), or use the reference path "
+                                 "(model.fast_path = False; animate(..., fast=False))")
         FastOptions(dtype=dtype, channels_last=channels_last, pad_head_dim=pad_head_dim, backend=backend)  # checks
         key = (dtype, channels_last, pad_head_dim, backend)  # checked first: 1 == True would find a built one
         built = self.__dict__.setdefault("_fast_paths", {})
