@@ -10,8 +10,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING
+
 from . import ops
 from ._dispatch import backends
+
+if TYPE_CHECKING:  # type checkers see the lazy names' real types (through __getattr__ they are Any)
+    from .model import CheckpointError, Model, ModelConfig, ModelOutput, convert_official_checkpoint
 
 _LAZY = {
     "Model": "mcc_fast.model",

@@ -9,11 +9,16 @@
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .attention import keep_mask
 from .model import FastModel, default_options
 from .renderer import FastFrame
 from .runtime import FastOptions
 from .source_cache import SourceCache
+
+if TYPE_CHECKING:
+    from .graphs import GraphedRenderer
 
 __all__ = ["FastFrame", "FastModel", "FastOptions", "SourceCache", "default_options", "keep_mask",
            "GraphedRenderer"]

@@ -29,7 +29,7 @@ serves any driving batch (video mode).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -40,6 +40,9 @@ from .codec import FastEncoder
 from .renderer import FastFrame, FastRenderer
 from .runtime import FastOptions, Runtime
 from .source_cache import SourceCache
+
+if TYPE_CHECKING:
+    from .graphs import GraphedRenderer
 
 
 def default_options(model: Model, dtype: torch.dtype | None = None, channels_last: bool = True,
@@ -209,7 +212,8 @@ class FastModel:
         self._step = torch.compile(self.renderer, **compile_kwargs)
         return self
 
-    def cuda_graph(self, cache: SourceCache, batch: int, *, inputs: str = "keypoints", warmup: int = 3):
+    def cuda_graph(self, cache: SourceCache, batch: int, *, inputs: str = "keypoints",
+                   warmup: int = 3) -> GraphedRenderer:
         """A GraphedRenderer (graphs.py): the per-frame step for `batch` frames captured in a
         CUDA graph with static buffers, bound to `cache` (replaceable with set_source)."""
         from .graphs import GraphedRenderer

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 from torch import nn
@@ -20,6 +20,11 @@ from .generator.outputs import GeneratorOutput
 from .modes import eval_mode
 from .motion.dense_motion import DenseMotionNetwork
 from .motion.motion_estimator import MotionEstimate, MotionEstimator
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..fast import FastModel
 
 
 @dataclass
@@ -110,7 +115,7 @@ class Model(nn.Module):
         return ModelOutput(frame=result.frame, motion=motion, generator=result)
 
     def animate(self, source: Any, driving: Any, *, relative: bool = True, adapt_scale: bool = True,
-                batch_size: int = 8, **options: Any):
+                batch_size: int = 8, **options: Any) -> Iterator[np.ndarray | torch.Tensor]:
         """Animate one source image with a driving video: an iterator of output frames
         (uint8 (S, S, 3) arrays; float (3, S, S) tensors with output="tensor").
 
@@ -124,7 +129,7 @@ class Model(nn.Module):
                        batch_size=batch_size, **options)
 
     def fast(self, *, dtype: torch.dtype | None = None, channels_last: bool = True,
-             pad_head_dim: int | None = None, backend: str | None = None) -> Any:
+             pad_head_dim: int | None = None, backend: str | None = None) -> FastModel:
         """The fast inference path over this model's weights (a `mcc_fast.fast.FastModel`,
         built once per set of options and kept; it follows weight updates, in place or by
         replaced Parameter objects). See FastModel for the options (dtype: compute dtype,
