@@ -326,6 +326,30 @@ def test_to_image_tensor_forms():
     assert to_image_tensor(grey).shape == (1, 3, 4, 5)
 
 
+def test_image_helpers_check_size_dtype_and_strict():
+    # public helpers: bad arguments name themselves (they gave a [-1, 0] int tensor, or a resize note
+    # "resized to 0x0" then torch's error, or a truthy strict string taken as strict=True)
+    from mcc_fast.inference import fit_to_size, prepare_images
+
+    array = np.zeros((8, 8, 3), np.uint8)
+    for bad in (torch.int64, torch.uint8, torch.bool, "float32"):
+        with pytest.raises(ValueError, match="dtype must be a floating torch.dtype"):
+            to_image_tensor(array, dtype=bad)
+        with pytest.raises(ValueError, match="dtype must be a floating torch.dtype"):
+            prepare_images(array, size=8, dtype=bad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused before any resize note
+        for bad in (0, -4, 1.5, "8", True, None):
+            with pytest.raises(ValueError, match="size must be a positive int"):
+                fit_to_size(torch.zeros(1, 3, 8, 8), bad)
+            with pytest.raises(ValueError, match="size must be a positive int"):
+                prepare_images(array, size=bad)
+    for bad in ("no", 1, None):
+        with pytest.raises(TypeError, match="strict must be True or False"):
+            fit_to_size(torch.zeros(1, 3, 8, 8), 4, strict=bad)
+    assert fit_to_size(torch.zeros(1, 3, 8, 8), np.int64(8)).shape == (1, 3, 8, 8)
+
+
 # ---- relative motion ------------------------------------------------------------------------------
 
 def _random_keypoints(batch: int, k: int, seed: int) -> Keypoints:

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..ops._checks import as_index
+
 __all__ = [
     "CropBox",
     "ResizeNote",
@@ -116,6 +118,18 @@ def _check_values(batch: torch.Tensor, name: str) -> None:
                       "images: pass x * 2 - 1 if these are 0..1 (ToTensor) images", UnitRangeWarning, stacklevel=4)
 
 
+def _check_dtype(dtype: Any) -> None:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch.dtype (e.g. torch.float32), got {dtype!r}")
+
+
+def _check_size(size: Any) -> int:
+    value = as_index(size)
+    if value is None or value < 1:
+        raise ValueError(f"size must be a positive int (the model's image size), got {size!r}")
+    return value
+
+
 def check_box_form(crop: Any, name: str) -> None:
     """The form of a crop argument (before any image is seen): None, "center"/"centre", or four
     integers (x, y, w, h) with x, y >= 0 and w, h > 0; ValueError naming `name` otherwise.
@@ -167,6 +181,7 @@ def to_image_tensor(image: Any, *, name: str = "image", device: torch.device | s
     numpy/PIL inputs are moved to `device`; tensors must already be on `device` (a clear
     error names `name` otherwise). NaN/inf values and float values outside [-1, 1] are errors.
     """
+    _check_dtype(dtype)
     device = None if device is None else torch.device(device)
     pil_type = _pil_image_type()
     if isinstance(image, (str, os.PathLike)):
@@ -251,6 +266,9 @@ def fit_to_size(images: torch.Tensor, size: int, *, name: str = "image", strict:
     """Resize (B, C, H, W) float images to (B, C, size, size) (bicubic, antialiased, clamped to
     [-1, 1]); unchanged when already that size. With `strict`, another size is a ValueError.
     `note(message)` reports the resize (default: a `ResizeNote` warning)."""
+    size = _check_size(size)
+    if not isinstance(strict, (bool, np.bool_)):
+        raise TypeError(f"strict must be True or False, got {strict!r}")
     height, width = images.shape[-2:]
     if (height, width) == (size, size):
         return images
@@ -272,6 +290,8 @@ def prepare_images(image: Any, *, size: int, name: str = "image", device: torch.
                    note: Callable[[str], None] | None = None) -> torch.Tensor:
     """to_image_tensor -> crop_images -> fit_to_size: any accepted form -> (B, 3, size, size)
     `dtype` on `device`, in [-1, 1]."""
+    _check_dtype(dtype)
+    _check_size(size)
     batch = to_image_tensor(image, name=name, device=device, dtype=torch.float32 if dtype != torch.float64 else dtype)
     batch = crop_images(batch, crop, name=name)
     batch = fit_to_size(batch, size, name=name, strict=strict, note=note)
