@@ -353,3 +353,43 @@ def test_weight_files_are_written_without_a_second_copy_of_the_weights():
     assert isinstance(body, memoryview) and body.nbytes == 4 * 2**20
     assert peak < 1.5 * 4 * 2**20, peak  # one copy (safetensors'), not two or three
     assert b'"__metadata__":{"a":"1","b":"2"}' in head
+
+
+# ---- files from elsewhere: a config that declares more than the file holds ---------------------
+
+@pytest.mark.parametrize("field, value", [("motion_codebook_size", 3_000_000_000), ("motion_layers", 100_000),
+                                          ("image_size", 2**70)])
+def test_a_config_declaring_a_model_the_file_does_not_hold_is_refused_before_building_it(
+        tmp_path, small_model, field, value):
+    """A shared file's config is read before its weights: one declaring a 3-billion-row codebook or
+    100000 layers over a handful of tensors made from_pretrained allocate 192 GB (a RuntimeError,
+    or the OOM killer) or build layers for hours. It is checked against the file's tensors first."""
+    from mcc_fast.io.safetensors_bytes import safetensors_bytes
+
+    config = json.loads(small_model.config.to_json())
+    config["generator"][field] = value
+    if field == "image_size":  # keep the motion estimator consistent, so the generator is what is refused
+        config["motion"][field] = value
+    meta = {"format": "mcc_fast", "format_version": "1", "config": json.dumps(config)}
+    path = tmp_path / "shared.safetensors"
+    path.write_bytes(safetensors_bytes({"generator.codebook": torch.zeros(4, 4)}, meta))
+    with pytest.raises(CheckpointError, match=rf"{path.name}: .*(does not hold|cannot be built)"):
+        mcc_fast.Model.from_pretrained(path, device="cpu")
+
+
+def test_a_file_missing_tensors_of_its_config_names_them(tmp_path, small_model):
+    path = small_model.save_pretrained(tmp_path / "m.safetensors")
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    name = sorted(tensors)[0]
+    del tensors[name]
+    first = sorted(tensors)[1]
+    tensors[first] = torch.zeros(3, 5)
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match=rf"does not hold the tensors its config declares.*missing {name}"
+                                              rf".*{first}: \(3, 5\)"):
+        mcc_fast.Model.from_pretrained(path, device="cpu")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ..io.atomic import atomic_write_bytes
 from ..io.safetensors_bytes import safetensors_chunks
@@ -302,6 +303,63 @@ def _build(cls, config: ModelConfig):
         return cls(config)
 
 
+#: Torch calls that building a model may make per tensor of the file it is checked against (the
+#: paper's model and the small ones make about 6) before the build is stopped.
+_BUILD_CALLS_PER_TENSOR = 32
+
+
+class _BuildTooLarge(Exception):
+    pass
+
+
+class _CallBudget(TorchFunctionMode):
+    """Raises _BuildTooLarge at the torch call after `limit` (a config declaring 100000 layers);
+    once only, so that the calls of the clean-up on the way out (grad mode restored) run."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.left = limit
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.left -= 1
+        if self.left == -1:
+            raise _BuildTooLarge
+        return func(*args, **(kwargs or {}))
+
+
+def _check_declared_tensors(cls, config: ModelConfig, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """CheckpointError naming `path` unless `state` holds exactly the tensors (names, shapes) that
+    `cls(config)` has. Checked on the meta device (nothing allocated), with a bound on the work, before
+    the real build: a file's config is read before its weights, and one declaring a far larger model
+    than the file holds (a shared or corrupt file) would otherwise allocate it or build it for hours."""
+    budget = _BUILD_CALLS_PER_TENSOR * len(state) + 1000
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"), _CallBudget(budget):
+            expected = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+    except _BuildTooLarge:
+        raise CheckpointError(f"{path}: does not hold the model its config declares (the config describes a "
+                              f"model far larger than the {len(state)} tensors stored)") from None
+    except Exception as exc:  # sizes beyond int64 and the like
+        raise CheckpointError(f"{path}: the model its config declares cannot be built: "
+                              f"{type(exc).__name__}: {exc}") from None
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
+    if missing or unexpected or wrong:
+        def shown(names: list[str], describe) -> str:
+            return ", ".join(describe(k) for k in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing {shown(missing, str)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected {shown(unexpected, str)}")
+        if wrong:
+            parts.append(f"{len(wrong)} of another shape "
+                         f"{shown(wrong, lambda k: f'{k}: {tuple(state[k].shape)}, expected {expected[k]}')}")
+        raise CheckpointError(f"{path}: does not hold the tensors its config declares: {'; '.join(parts)}")
+
+
 def _verify_training_checkpoint(folder: Path) -> None:
     """A training checkpoint folder (step_*: it holds a state file recording its files' sizes and
     hashes): check model.safetensors against the record (CheckpointError when it differs)."""
@@ -353,6 +411,7 @@ def _model_from_ours(cls, path: Path, expected: ModelConfig | None = None):
         raise CheckpointError(f"{path}: it holds its own model config, which differs from the config given "
                               f"(leave config out for our files): {shown}")
     check_finite(state, path)
+    _check_declared_tensors(cls, config, state, path)
     model = _build(cls, config)
     _check_kinds(model.state_dict(), state, path)
     try:
