@@ -226,3 +226,43 @@ def test_no_jacobians_needs_the_jacobian_loss_off():
         load_config("smoke", ["model.motion.kp_estimate_jacobian=false"])
     config = load_config("smoke", ["model.motion.kp_estimate_jacobian=false", "loss.equivariance_jacobian=0"])
     assert not config.model_config.motion.kp_estimate_jacobian
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """YAML of 9 anchors, each a list of 9 aliases of the one before: 70 bytes per level, 9**9
+    (387 million) strings once its aliases are expanded (the 'billion laughs')."""
+    items = ['&a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    items += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(items) + "]"
+
+
+@pytest.mark.parametrize("where", ["seed: {}\n", "optim:\n  lr: {}\n", "model:\n  generator:\n    channel_multipliers: {}\n"])
+def test_a_config_whose_aliases_expand_to_millions_of_values_is_refused(tmp_path, capsys, where):
+    """A shared config's anchors and aliases: safe_load builds the shared lists once, but the
+    error message naming the bad value printed all 387 million strings (a hang, then memory)."""
+    path = tmp_path / "shared.yaml"
+    path.write_text(where.format(_alias_bomb()))
+    with pytest.raises(ConfigError, match=r"shared\.yaml.*aliases.*more than"):
+        load_config(path)
+    assert "shared.yaml" in _error(capsys, ["train", "--config", str(path)])
+
+
+def test_a_config_nested_too_deeply_is_refused_naming_the_file(tmp_path, capsys):
+    path = tmp_path / "deep.yaml"
+    path.write_text("seed: " + "[" * 20000 + "]" * 20000 + "\n")
+    err = _error(capsys, ["train", "--config", str(path)])
+    assert "deep.yaml" in err and "nested" in err
+
+
+def test_a_config_with_ordinary_anchors_still_loads(tmp_path):
+    path = tmp_path / "anchors.yaml"
+    path.write_text("discriminator:\n  base_channels: &n 8\n  num_layers: *n\n")
+    assert load_config(path).discriminator.num_layers == 8
+
+
+def test_a_saved_config_whose_aliases_explode_reads_as_unreadable():
+    from mcc_fast.training.trainer import _saved_config
+
+    assert _saved_config("seed: " + _alias_bomb() + "\n") is None
+    assert _saved_config("seed: " + "[" * 20000 + "]" * 20000 + "\n") is None
+    assert _saved_config("seed: 3\n") == {"seed": 3}

@@ -528,6 +528,43 @@ def yaml_error_line(exc: yaml.YAMLError) -> str:
     return f"{where}{problem}" + (f" ({context})" if context else "")
 
 
+#: Values (scalars, lists, mappings) a YAML document may expand to, its aliases followed: a config
+#: holds a few hundred; 9 nested anchors of 9 aliases each expand to 387 million (messages that
+#: print a bad value, or a comparison with a saved config, then never finish).
+MAX_YAML_VALUES = 100_000
+
+
+def _too_many_values(data: Any, limit: int = MAX_YAML_VALUES) -> bool:
+    """Whether `data` (as safe_load built it) has more than `limit` values, shared lists and
+    mappings (YAML aliases) counted each time they appear; stops counting at `limit`."""
+    stack, count = [data], 0
+    while stack:
+        value = stack.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+    return False
+
+
+def safe_yaml(text: str, what: str) -> Any:
+    """yaml.safe_load of `text` (invalid YAML: its yaml.YAMLError); ConfigError naming `what` for
+    nesting deeper than Python's recursion limit, or aliases expanding to more than MAX_YAML_VALUES
+    values."""
+    try:
+        data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{what}: its lists or mappings are nested too deeply to read") from None
+    if _too_many_values(data):
+        raise ConfigError(f"{what}: its aliases (*name) expand to more than {MAX_YAML_VALUES} values; "
+                          "not a training config")
+    return data
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """"optim.lr=1e-4" -> (["optim", "lr"], 1e-4): the value is read as YAML (lists, bools, null)."""
     if not isinstance(text, str) or "=" not in text:
@@ -537,7 +574,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(path):
         raise ConfigError(f"--set {text!r}: the key {key!r} has an empty part")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_yaml(raw, f"--set {text!r}: the value") if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text!r}: the value is not valid YAML ({yaml_error_line(exc)})") from None
     return path, value
@@ -604,10 +641,12 @@ def load_config(path: str | os.PathLike | None = None,
             shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
             raise FileNotFoundError(f"--config {os.fspath(path)!r}: no such file (shipped configs: {shipped})")
         try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+            text = file.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(f"--config {str(file)!r}: not a text (UTF-8) YAML file: byte {exc.start} "
                               f"cannot be decoded") from None
+        try:
+            data = safe_yaml(text, f"--config {str(file)!r}")
         except yaml.YAMLError as exc:
             raise ConfigError(f"--config {str(file)!r}: not valid YAML ({yaml_error_line(exc)})") from None
         if data is None:  # (an empty file is more likely a mistake than a wish for the 82M-parameter defaults)

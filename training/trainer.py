@@ -72,7 +72,7 @@ from .checkpointing import (
     prune_checkpoints,
     save_checkpoint,
 )
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, safe_yaml
 from .distributed import DistributedContext
 from .ema import ModelEma
 from .losses import PatchDiscriminator, PatchDiscriminatorConfig, hinge_fake_loss, hinge_real_loss
@@ -195,8 +195,8 @@ def _data_changed(position: dict, sampler) -> bool:
 def _saved_config(text: str | None) -> dict | None:
     """The training config a checkpoint recorded (its YAML text), or None when unreadable."""
     try:
-        saved = yaml.safe_load(text) if text else None
-    except yaml.YAMLError:
+        saved = safe_yaml(text, "the checkpoint's config") if text else None
+    except (yaml.YAMLError, ConfigError):  # nested too deeply, aliases expanding to millions of values
         return None
     return saved if isinstance(saved, dict) else None
 
