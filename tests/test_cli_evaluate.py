@@ -392,3 +392,34 @@ def test_a_pairs_name_two_videos_share_is_refused(setup, capsys, no_model, tmp_p
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "line 2" in err and "more than one video" in err and first.name in err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_pairs_video_file_is_resized_frame_by_frame_as_it_is_decoded(tmp_path):
+    """A --pairs driving video given by path was decoded whole at its own size, then converted to
+    float32 whole (a 1080p minute: 9 GB of uint8, then 37 GB of float; a crafted file of huge
+    uniform frames compresses that into kilobytes). Its frames are resized as they are decoded,
+    as the split's videos are, to the same values."""
+    import tracemalloc
+
+    import numpy as np
+
+    from mcc_fast.commands.evaluate import _load_frames
+    from mcc_fast.inference.inputs import prepare_images
+    from mcc_fast.io.video import VideoWriter, iter_video_frames
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "big.mp4"
+    with VideoWriter(path, 10) as writer:
+        for _ in range(20):
+            writer.write(rng.integers(0, 256, (320, 320, 3), dtype=np.uint8))  # 300 kB a frame
+    expected = prepare_images(np.stack(list(iter_video_frames(path))), size=32, name="v", note=lambda m: None)
+    tracemalloc.start()
+    try:
+        with pytest.warns(UserWarning, match="resized from 320x320") as notes:
+            frames = _load_frames(str(path), None, {}, 32, None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(notes) == 1
+    assert peak < 3 * 2**20, peak  # the whole clip at 320x320 is 6 MB (twice that while stacked)
+    assert torch.equal(torch.as_tensor(frames), expected)

@@ -220,7 +220,11 @@ def _same_identity_items(model, dataset, args):
 
 def _load_frames(ref: str, dataset, names: dict[str, int], size: int, max_frames: int | None):
     """A pair's reference as float frames (F, 3, S, S) in [-1, 1]: a video of the split, an
-    image file (one frame), or a video file / frame folder (resized to S with a note)."""
+    image file (one frame), or a video file / frame folder (resized to S with a note, frame by
+    frame as it is decoded: never the whole video at its own size)."""
+    import torch
+
+    from ..inference.animator import _NoteOnce
     from ..inference.inputs import prepare_images
     from ..training.data.video_io import is_image_file, read_image, read_video_frames
 
@@ -230,8 +234,14 @@ def _load_frames(ref: str, dataset, names: dict[str, int], size: int, max_frames
             raise ValueError(item.get("error") or f"{ref}: unreadable or empty video")
         return item["video"]
     path = Path(ref)
-    frames = read_image(path)[None] if is_image_file(path) else read_video_frames(path, max_frames=max_frames)
-    return prepare_images(frames, size=size, name=ref)
+    if is_image_file(path):
+        return prepare_images(read_image(path)[None], size=size, name=ref)
+    note = _NoteOnce(None)
+
+    def resize(frame):
+        return prepare_images(frame, size=size, name=ref, note=note)[0].numpy()
+
+    return torch.from_numpy(read_video_frames(path, max_frames=max_frames, transform=resize))
 
 
 def _cross_identity_items(model, dataset, pairs, names: dict[str, int], args):
