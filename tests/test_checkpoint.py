@@ -393,3 +393,55 @@ def test_a_file_missing_tensors_of_its_config_names_them(tmp_path, small_model):
     with pytest.raises(CheckpointError, match=rf"does not hold the tensors its config declares.*missing {name}"
                                               rf".*{first}: \(3, 5\)"):
         mcc_fast.Model.from_pretrained(path, device="cpu")
+
+
+# ---- files from elsewhere: pickled objects in torch.save files ---------------------------------
+
+class _Payload:
+    """Unpickling this runs os.makedirs(marker): what a malicious .pth does with a worse command."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker,))
+
+
+def _loaders(tmp_path, small_model):
+    """(name, function of a .pth path) for each place a user-given torch.save file is read."""
+    from mcc_fast.training.checkpointing import STATE_NAME, load_checkpoint, load_init_weights
+    from mcc_fast.training.losses.vgg19 import read_vgg19_weights
+
+    def authors(path):
+        motion = tmp_path / "me.pth"
+        torch.save({"params": {}}, motion)
+        return mcc_fast.Model.from_pretrained((path, motion), device="cpu", config=small_model.config)
+
+    def init_from(path):
+        motion = tmp_path / "me.pth"
+        torch.save({"params": {}}, motion)
+        return load_init_weights(f"{path},{motion}", small_model.config)
+
+    def state_file(path):
+        folder = tmp_path / "step_00000001"
+        folder.mkdir(exist_ok=True)
+        os.replace(path, folder / STATE_NAME)
+        return load_checkpoint(folder)
+
+    return [("authors", authors), ("init_from", init_from), ("state_file", state_file), ("vgg19", read_vgg19_weights)]
+
+
+@pytest.mark.parametrize("which", ["authors", "init_from", "state_file", "vgg19"])
+def test_a_pickled_object_in_a_torch_file_is_never_run_and_is_one_line(tmp_path, small_model, which):
+    """weights_only=True refused the payload, but the error was torch's several lines advising to
+    re-run with weights_only=False (arbitrary code execution) and did not fit the one-line errors."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / "shared.pth"
+    torch.save({"params_ema": {}, "params": {}, "format": "x", "extra": _Payload(marker)}, path)
+    load = dict(_loaders(tmp_path, small_model))[which]
+    with pytest.raises((CheckpointError, ValueError)) as info:
+        load(path)
+    message = str(info.value)
+    assert not marker.exists()
+    assert "weights_only" not in message and len(message.splitlines()) == 1, message
+    assert "os.makedirs" in message and "pickled object" in message

@@ -42,6 +42,7 @@ from mcc_fast.model.checkpoint import (
     find_official_pair,
     read_our_checkpoint,
     save_model,
+    torch_load_error,
 )
 from mcc_fast.model.config import ModelConfig
 
@@ -291,7 +292,8 @@ def _read_state(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable training state file (truncated or foreign?): {exc}") from None
+        raise CheckpointError(f"{path}: not a readable training state file (truncated or foreign?): "
+                              f"{torch_load_error(exc)}") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path}: not an mcc_fast training state file")
     if state.get("version") != STATE_VERSION:
@@ -419,7 +421,8 @@ def _official_weights(gen_path: Path, motion_path: Path, config: ModelConfig) ->
         try:
             data = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise CheckpointError(f"{p}: not a readable PyTorch checkpoint (truncated or foreign?): {exc}") from None
+            raise CheckpointError(f"{p}: not a readable PyTorch checkpoint (truncated or foreign?): "
+                                  f"{torch_load_error(exc)}") from None
         if not isinstance(data, Mapping):
             raise CheckpointError(f"{p}: expected a dict, got {type(data).__name__}")
         loaded.append(data)

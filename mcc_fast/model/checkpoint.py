@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -68,13 +69,27 @@ def resolve_dtype(dtype, allowed: tuple[torch.dtype, ...], name: str = "dtype") 
 
 # ---- the authors' checkpoint ------------------------------------------------------------------
 
+def torch_load_error(exc: BaseException) -> str:
+    """One line on why torch.load(..., weights_only=True) failed. For a pickled object (which only
+    unpickling, i.e. running code from the file, would load): that, naming it, instead of torch's
+    several lines of advice to load the file with weights_only=False."""
+    text = str(exc).strip()
+    if "weights_only" in text or "Unsupported global" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"it holds a pickled object{what}, not only tensors; it is not loaded, since unpickling it "
+                "would run code from the file")
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def _torch_load(path: Path) -> Mapping:
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or foreign?): {exc}") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or foreign?): "
+                              f"{torch_load_error(exc)}") from None
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{path}: expected a dict of tensors, got {type(data).__name__}")
     return data

@@ -86,9 +86,11 @@ def read_vgg19_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         else:
             raw = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated / foreign files
+        from mcc_fast.model.checkpoint import torch_load_error
+
         raise ValueError(f"could not read VGG19 weights from '{path}': not a readable "
                          f"{'safetensors' if path.suffix == '.safetensors' else 'PyTorch'} file (truncated or "
-                         f"foreign?): {type(exc).__name__}: {exc}") from exc
+                         f"foreign?): {torch_load_error(exc)}") from None
     if not isinstance(raw, Mapping):
         raise ValueError(f"VGG19 weights file '{path}' holds a {type(raw).__name__}, expected a state dict")
     return convert_torchvision_vgg19_state(raw, source=f"'{path}'")
