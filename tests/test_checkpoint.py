@@ -445,3 +445,15 @@ def test_a_pickled_object_in_a_torch_file_is_never_run_and_is_one_line(tmp_path,
     assert not marker.exists()
     assert "weights_only" not in message and len(message.splitlines()) == 1, message
     assert "os.makedirs" in message and "pickled object" in message
+
+
+def test_an_authors_file_with_a_float_weight_stored_as_integers_is_refused(tmp_path, small_model):
+    """Our format refused it; the authors' pair cast the integers to float without a word."""
+    folder = _write_authors_pair(small_model, tmp_path / "authors")
+    data = torch.load(folder / "net_g_latest.pth", weights_only=True)
+    name = next(k for k, v in data["params_ema"].items() if v.is_floating_point())
+    data["params_ema"][name] = torch.ones(data["params_ema"][name].shape, dtype=torch.int64)
+    torch.save(data, folder / "net_g_latest.pth")
+    with pytest.raises(CheckpointError, match=r"authors: 1 tensor\(s\) stored with the wrong kind of dtype: "
+                                              r"generator\..*torch\.int64"):
+        mcc_fast.Model.from_pretrained(folder, device="cpu", config=small_model.config)

@@ -307,6 +307,7 @@ def load_model(cls, path: Any, config: ModelConfig | None = None):
     state = convert_official_checkpoint(path, config, config_given=config is not None)
     check_finite(state, path)
     model = _build(cls, config or ModelConfig())
+    _check_kinds(model.state_dict(), state, path)
     model.load_state_dict(state, strict=True)
     return model
 
