@@ -457,3 +457,18 @@ def test_an_authors_file_with_a_float_weight_stored_as_integers_is_refused(tmp_p
     with pytest.raises(CheckpointError, match=r"authors: 1 tensor\(s\) stored with the wrong kind of dtype: "
                                               r"generator\..*torch\.int64"):
         mcc_fast.Model.from_pretrained(folder, device="cpu", config=small_model.config)
+
+
+@pytest.mark.parametrize("files", [{"model.safetensors": "x"}, ["model.safetensors"],
+                                   {"model.safetensors": {"bytes": "12", "sha256": 5}}, None])
+def test_a_state_file_whose_file_records_are_malformed_names_it(tmp_path, small_model, files):
+    """A step folder from elsewhere whose state file's "files" record is not the mapping it writes
+    gave a TypeError / AttributeError from deep inside the check."""
+    from mcc_fast.training.checkpointing import STATE_NAME
+
+    step = _training_checkpoint(tmp_path, small_model)
+    state = torch.load(step / STATE_NAME, weights_only=True)
+    state["files"] = files
+    torch.save(state, step / STATE_NAME)
+    with pytest.raises(CheckpointError, match=rf"{STATE_NAME}: .*(record|lists no)"):
+        mcc_fast.Model.from_pretrained(step, device="cpu")

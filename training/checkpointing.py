@@ -305,7 +305,10 @@ def _verify_files(folder: Path, names: tuple[str, ...], hashes: bool = True) -> 
     """The folder's state file, after checking that each of `names` exists with the size (and,
     when `hashes`, the SHA-256) it records; CheckpointError naming the file otherwise."""
     state = _read_state(folder / STATE_NAME)
-    files = state.get("files", {})
+    files = state.get("files") or {}
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{folder / STATE_NAME}: its record of the checkpoint's files is a "
+                              f"{type(files).__name__}, expected a mapping")
     for name in names:
         p = folder / name
         if not p.is_file():
@@ -313,6 +316,10 @@ def _verify_files(folder: Path, names: tuple[str, ...], hashes: bool = True) -> 
         expected = files.get(name)
         if expected is None:
             raise CheckpointError(f"{folder / STATE_NAME}: lists no {name}")
+        if not (isinstance(expected, dict) and type(expected.get("bytes")) is int
+                and isinstance(expected.get("sha256"), str)):
+            raise CheckpointError(f"{folder / STATE_NAME}: its record of {name} is {expected!r:.80}, expected "
+                                  "{'bytes': <int>, 'sha256': <hex>}")
         size = p.stat().st_size
         if size != expected["bytes"]:
             raise CheckpointError(f"{p}: {size} bytes, the state file recorded {expected['bytes']} (truncated?)")
