@@ -232,3 +232,19 @@ def test_atomic_output_never_replaces_a_file_it_was_not_asked_to(tmp_path):
     with pytest.raises(FileNotFoundError, match="output folder"):
         with atomic_output(tmp_path / "missing" / "x.mp4"):
             pass
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no named pipes here")
+@pytest.mark.parametrize("name", ["clip.mp4", "face.png"])
+def test_a_named_pipe_is_refused_not_waited_on(tmp_path, name):
+    """A FIFO named like a video or an image (an archive can hold one; a --pairs row can name
+    one) made FFmpeg and PIL block for ever waiting for a writer."""
+    import os
+
+    from mcc_fast.io.video import iter_video_frames, probe_video
+
+    path = tmp_path / name
+    os.mkfifo(path)
+    for read in (probe_video, lambda p: next(iter_video_frames(p)), read_image):
+        with pytest.raises(VideoReadError, match=rf"{name}' is not a regular file"):
+            read(path)

@@ -123,6 +123,20 @@ def _broken_link_note(path: Path) -> str:
         return ""
 
 
+def _refuse_special(path: Path, what: str) -> None:
+    """VideoReadError for a named pipe or socket: opening one waits for a writer, for ever."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # reported by the open
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket"
+        raise VideoReadError(f"{what} {str(path)!r} is not a regular file ({kind}: reading it would wait for a "
+                             "writer)")
+
+
 @contextmanager
 def _open_video(path: str | os.PathLike, what: str) -> Iterator[Any]:
     """Open `path` for reading with PyAV; `what` names it in errors (e.g. "driving video")."""
@@ -131,6 +145,7 @@ def _open_video(path: str | os.PathLike, what: str) -> Iterator[Any]:
         raise VideoReadError(f"{what} {str(path)!r} does not exist{_broken_link_note(path)}")
     if path.is_dir():
         raise VideoReadError(f"{what} {str(path)!r} is a folder, not a video file")
+    _refuse_special(path, what)
     av = _av()
     try:
         container = av.open(str(path), mode="r")
@@ -325,6 +340,7 @@ def read_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
         raise VideoReadError(f"{what} {str(path)!r} does not exist")
     if path.is_dir():
         raise VideoReadError(f"{what} {str(path)!r} is a folder, not an image file")
+    _refuse_special(path, what)
     try:
         with Image.open(path) as img:
             img.load()
