@@ -373,7 +373,7 @@ def test_a_config_declaring_a_model_the_file_does_not_hold_is_refused_before_bui
     meta = {"format": "mcc_fast", "format_version": "1", "config": json.dumps(config)}
     path = tmp_path / "shared.safetensors"
     path.write_bytes(safetensors_bytes({"generator.codebook": torch.zeros(4, 4)}, meta))
-    with pytest.raises(CheckpointError, match=rf"{path.name}: .*(does not hold|cannot be built)"):
+    with pytest.raises(CheckpointError, match=rf"{path.name}: .*(does not hold|cannot be built|too large)"):
         mcc_fast.Model.from_pretrained(path, device="cpu")
 
 
@@ -472,3 +472,20 @@ def test_a_state_file_whose_file_records_are_malformed_names_it(tmp_path, small_
     torch.save(state, step / STATE_NAME)
     with pytest.raises(CheckpointError, match=rf"{STATE_NAME}: .*(record|lists no)"):
         mcc_fast.Model.from_pretrained(step, device="cpu")
+
+
+def test_a_file_whose_config_declares_a_giant_image_size_is_refused(tmp_path, small_model):
+    """Only the position embeddings grow with the image size over the token grid: a file of 16
+    narrow levels (a few hundred kB) could declare 65536x65536 images, and animating a portrait then
+    upsampled it to 51 GB of float32 before the first convolution. Sizes above 4096 are refused."""
+    with pytest.raises(ValueError, match=r"image_size 8192.*at most 4096"):
+        ModelConfig.small(8192)
+    path = small_model.save_pretrained(tmp_path / "m.safetensors")
+    config = json.loads(small_model.config.to_json())
+    for part in ("motion", "generator"):
+        config[part]["image_size"] = 65536
+    config["generator"]["channel_multipliers"] = [1] * 12  # token grid 32, flow 64, as the small model's
+    config["motion"]["kp_scale_factor"] = config["motion"]["dm_scale_factor"] = 1 / 1024
+    _rewrite(path, meta_update={"config": json.dumps(config)})
+    with pytest.raises(CheckpointError, match=r"m\.safetensors: .*image_size 65536.*at most 4096"):
+        mcc_fast.Model.from_pretrained(path, device="cpu")

@@ -23,6 +23,12 @@ def _check_small(image_size: Any, num_kp: Any, width: Any) -> None:
         raise ValueError(f"ModelConfig.small: width must be a multiple of 8 (its 8 GroupNorm groups), got {width}")
 
 
+#: Largest image side a model may declare: above it one frame's activations alone outgrow any
+#: machine's memory (a checkpoint's config is read from the file, and only the position embeddings
+#: grow with the image size over the token grid: a tiny file could otherwise declare 65536).
+MAX_IMAGE_SIZE = 4096
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Configuration of `mcc_fast.Model`. The default is the paper's model (82.17M parameters)."""
@@ -45,6 +51,8 @@ class ModelConfig:
         for what, a, b in pairs:
             if a != b:
                 raise ValueError(f"ModelConfig: motion and generator disagree on {what}: {a} != {b}")
+        if g.image_size > MAX_IMAGE_SIZE:
+            raise ValueError(f"ModelConfig: image_size {g.image_size} is too large: at most {MAX_IMAGE_SIZE}")
         if not m.dm_estimate_occlusion:
             raise ValueError("ModelConfig: motion.dm_estimate_occlusion must be True: the generator warps with "
                              "the dense motion network's occlusion map")
