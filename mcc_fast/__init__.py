@@ -16,7 +16,7 @@ from . import ops
 from ._dispatch import backends
 
 if TYPE_CHECKING:  # type checkers see the lazy names' real types (through __getattr__ they are Any)
-    from .model import CheckpointError, Model, ModelConfig, ModelOutput, convert_official_checkpoint
+    from .model import CheckpointError, Model, ModelConfig, ModelOutput, convert_official_checkpoint  # noqa: F401
 
 _LAZY = {
     "Model": "mcc_fast.model",
