@@ -427,7 +427,7 @@ def test_bad_source_shape(small_model: Generator) -> None:
         small_model(source[:, :, :32, :32], dm)
     with pytest.raises(ValueError, match="source must have shape"):
         small_model(source[:, :1], dm)
-    with pytest.raises(ValueError, match="source must be a floating-point"):
+    with pytest.raises(TypeError, match="source must be a floating tensor"):  # as in the model and the ops
         small_model((source > 0).to(torch.uint8), dm)
 
 

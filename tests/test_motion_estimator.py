@@ -237,7 +237,7 @@ def test_bad_images_raise_clear_errors():
         model(driving, source[..., :32, :32])
     with pytest.raises(ValueError, match="batch"):
         model(driving, source[:1])
-    with pytest.raises(ValueError, match="floating"):
+    with pytest.raises(TypeError, match="floating"):  # a dtype mistake: TypeError, as in the model and the ops
         model(driving, (source * 100).to(torch.uint8))
     with pytest.raises(ValueError, match="image must"):
         model.keypoints(driving[0])
