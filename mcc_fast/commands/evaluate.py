@@ -281,14 +281,12 @@ def _video_names(folder: Path) -> dict[str, int | tuple[str, ...]]:
     from ..training.data.datasets import list_videos
 
     entries = [entry.name for entry in list_videos(folder)]
-    names: dict[str, int | tuple[str, ...]] = {}
-    by_stem: dict[str, list[str]] = {}
-    for name in entries:
-        by_stem.setdefault(Path(name).stem, []).append(name)
-    for stem, full in by_stem.items():
-        names[stem] = entries.index(full[0]) if len(full) == 1 else tuple(full)
+    by_stem: dict[str, list[int]] = {}
     for index, name in enumerate(entries):
-        names[name] = index
+        by_stem.setdefault(Path(name).stem, []).append(index)
+    names: dict[str, int | tuple[str, ...]] = {
+        stem: found[0] if len(found) == 1 else tuple(entries[i] for i in found) for stem, found in by_stem.items()}
+    names.update((name, index) for index, name in enumerate(entries))
     return names
 
 

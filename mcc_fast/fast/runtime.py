@@ -32,6 +32,10 @@ import torch
 from torch import nn
 
 
+#: The dtypes the fast path computes in (a float64 model has none: it takes the reference path).
+FAST_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 @dataclass(frozen=True)
 class FastOptions:
     """How the fast path computes.
@@ -52,7 +56,7 @@ class FastOptions:
     backend: str | None = None
 
     def __post_init__(self) -> None:
-        if self.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        if self.dtype not in FAST_DTYPES:
             raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {self.dtype}")
         if not isinstance(self.channels_last, bool):
             raise TypeError(f"channels_last must be a bool, got {self.channels_last!r}")

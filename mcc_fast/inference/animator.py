@@ -206,8 +206,10 @@ def animate(model: "Model", source: Any, driving: Any, *, relative: bool = True,
     how = "fast=True"
     if fast is None:
         fast, how = bool(getattr(model, "fast_path", False)), "model.fast_path is True"
+    from ..fast.runtime import FAST_DTYPES
+
     dtype = next(model.parameters()).dtype
-    if fast and dtype not in (torch.float32, torch.float16, torch.bfloat16):
+    if fast and dtype not in FAST_DTYPES:
         raise ValueError(f"animate: {how} but this model is {dtype} (the fast path computes in float32, "
                          "bfloat16 or float16): pass fast=False for the reference path, or cast the model "
                          "(model.float())")

@@ -137,10 +137,11 @@ class Model(nn.Module):
         e.g. torch.bfloat16 on CUDA). A float64 model has no fast path (it computes in fp32,
         bf16 or fp16): pass dtype=torch.float32, or use the reference path."""
         from ..fast import FastModel, FastOptions
+        from ..fast.runtime import FAST_DTYPES
 
         if dtype is None:
             dtype = next(self.parameters()).dtype
-            if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            if dtype not in FAST_DTYPES:
                 raise ValueError(f"the fast path computes in float32, bfloat16 or float16; this model is {dtype}: "
                                  "call model.fast(dtype=torch.float32), or use the reference path "
                                  "(model.fast_path = False; animate(..., fast=False))")
