@@ -27,6 +27,7 @@ from .. import ops
 from ..model.generator.warping import identity_grid, out_of_frame_tokens
 from ..model.model import Model
 from ..model.motion.keypoint_detector import Keypoints
+from ..model.summary import summary_repr
 from .codec import FastDecoder
 from .compensation import FastAppearanceCompensation, FastFlowUpdater, FastMotionCompensation
 from .motion import FastDenseMotion, FastKeypointDetector
@@ -43,6 +44,8 @@ class FastFrame:
     appearance_token_masks: n (B, T*T) bool, True = out of frame (ignored as a key; see
         attention.keep_mask for samples where all are).
     """
+
+    __repr__ = summary_repr
 
     frame: torch.Tensor
     flows: list[torch.Tensor]

@@ -15,6 +15,7 @@ import torch
 
 from ..model.generator.outputs import SourceFeatures
 from ..model.motion.keypoint_detector import Keypoints
+from ..model.summary import summary_repr
 
 
 @dataclass
@@ -30,6 +31,8 @@ class SourceCache:
     owner: the id of the fast model's Runtime that built it (0: unknown).
     weights_version: that Runtime's weights_version when built (stale once it moved on).
     """
+
+    __repr__ = summary_repr
 
     keypoints: Keypoints
     small_source: torch.Tensor

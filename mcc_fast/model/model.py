@@ -20,6 +20,7 @@ from .generator.outputs import GeneratorOutput
 from .modes import eval_mode
 from .motion.dense_motion import DenseMotionNetwork
 from .motion.motion_estimator import MotionEstimate, MotionEstimator
+from .summary import summary_repr
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,6 +38,8 @@ class ModelOutput:
         losses, code indices, motion reconstructions and the low-resolution frame when a
         ground-truth driving frame was given (`training=True`).
     """
+
+    __repr__ = summary_repr
 
     frame: torch.Tensor
     motion: MotionEstimate

@@ -13,6 +13,7 @@ from torch import nn
 
 from ... import ops
 from ..fused import FusedOps
+from ..summary import summary_repr
 from .config import GeneratorConfig
 
 
@@ -48,6 +49,8 @@ class Quantized:
     loss: () VQ loss beta * mean((sg(z_q) - z)^2) + mean((z_q - sg(z))^2).
     indices: (B, h, w) int64 chosen rows, indexing the whole codebook.
     """
+
+    __repr__ = summary_repr
 
     quantized: torch.Tensor
     loss: torch.Tensor

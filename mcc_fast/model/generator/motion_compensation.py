@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..summary import summary_repr
 from .blocks import Downsample, ResBlock, Upsample, group_norm
 from .codebook import Codebook, Quantized, quantize_nearest
 from .config import GeneratorConfig
@@ -58,6 +59,8 @@ class MotionTokens:
     tokens: (B, md, T, T) compensated motion tokens.
     vq: the nearest-code search of the motion embedding (training only, else None).
     """
+
+    __repr__ = summary_repr
 
     tokens: torch.Tensor
     vq: Quantized | None

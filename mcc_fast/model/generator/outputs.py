@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..summary import summary_repr
 from .config import GeneratorConfig
 
 
@@ -18,6 +19,8 @@ class SourceFeatures:
 
     per_scale[k]: (B, scale_channels[k], T 2**k, T 2**k) float; k = 0 is the latent.
     """
+
+    __repr__ = summary_repr
 
     per_scale: tuple[torch.Tensor, ...]
 
@@ -35,6 +38,8 @@ class DenseMotion:
     occlusion: (B, 1, F, F) occlusion, already after its sigmoid.
     heatmaps: (B, K, h, w) driving-keypoint Gaussians (any h, w; resized to T x T).
     """
+
+    __repr__ = summary_repr
 
     deformation: torch.Tensor
     occlusion: torch.Tensor
@@ -54,6 +59,8 @@ class TrainingOutputs:
     low_res_frame: (B, image_channels, S, S) the scale-0 compensated feature decoded
         without fusion (official `out_lr[0]`).
     """
+
+    __repr__ = summary_repr
 
     motion_vq_losses: list[torch.Tensor]
     motion_code_indices: list[torch.Tensor]
@@ -76,6 +83,8 @@ class GeneratorOutput:
         appearance layer (its flow leaves [-1, 1]).
     training: the training outputs, or None when no driving image was given.
     """
+
+    __repr__ = summary_repr
 
     frame: torch.Tensor
     flows: list[torch.Tensor]

@@ -12,6 +12,7 @@ from mcc_fast.model.motion.antialias import AntiAliasDownsample
 from mcc_fast.model.motion.config import MotionEstimatorConfig
 from mcc_fast.model.motion.hourglass import Hourglass
 from mcc_fast.model.motion.keypoint_detector import Keypoints
+from mcc_fast.model.summary import summary_repr
 from mcc_fast.reference import dense_motion as ref
 
 
@@ -26,6 +27,8 @@ class DenseMotion:
     sparse_motion: (B, K+1, S, S, 2) identity then per-keypoint motions, only when asked.
     All in the geometry dtype (float32 for float32/bfloat16/float16 models).
     """
+
+    __repr__ = summary_repr
 
     deformation: torch.Tensor
     occlusion_map: torch.Tensor | None

@@ -9,6 +9,7 @@ from torch import nn
 from mcc_fast.model.motion.antialias import AntiAliasDownsample
 from mcc_fast.model.motion.config import MotionEstimatorConfig
 from mcc_fast.model.motion.hourglass import Hourglass
+from mcc_fast.model.summary import summary_repr
 from mcc_fast.reference.dense_motion import make_coordinate_grid
 
 
@@ -19,6 +20,8 @@ class Keypoints:
     value: (B, K, 2) float, (x, y) in [-1, 1]; jacobian: (B, K, 2, 2) float, or None when the
     detector estimates no jacobians.
     """
+
+    __repr__ = summary_repr
 
     value: torch.Tensor
     jacobian: torch.Tensor | None = None

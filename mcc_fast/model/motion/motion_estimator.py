@@ -9,6 +9,7 @@ from torch import nn
 from mcc_fast.model.motion.config import MotionEstimatorConfig
 from mcc_fast.model.motion.dense_motion import DenseMotion, DenseMotionNetwork
 from mcc_fast.model.motion.keypoint_detector import KeypointDetector, Keypoints
+from mcc_fast.model.summary import summary_repr
 
 
 @dataclass
@@ -19,6 +20,8 @@ class MotionEstimate:
     deformation (B, S, S, 2); occlusion_map (B, 1, S, S) or None; mask (B, K+1, S, S);
     driving_kp_heatmap (B, K, S, S); sparse_motion (B, K+1, S, S, 2) only when asked.
     """
+
+    __repr__ = summary_repr
 
     kp_source: Keypoints
     kp_driving: Keypoints
